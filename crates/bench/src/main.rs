@@ -1,0 +1,463 @@
+//! ringbuf-bench: side-by-side benchmark of BPF ring buffer consumers.
+
+mod libs;
+mod ours;
+mod raw;
+mod report;
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use bpf_ringbuf::testing::{KernelProducer, ProducerConfig, RecordSize, Wakeup};
+use bpf_ringbuf::RingBuf;
+
+/// Errors from any library, the kernel or a failed check.
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// What every consumer accumulates: count, sum of sequence numbers, payload bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub count: u64,
+    pub seq_sum: u64,
+    pub bytes: u64,
+}
+
+impl Tally {
+    pub fn add(&mut self, o: &Tally) {
+        self.count += o.count;
+        self.seq_sum = self.seq_sum.wrapping_add(o.seq_sum);
+        self.bytes += o.bytes;
+    }
+}
+
+/// One consumer of one ring.
+pub trait Consumer {
+    /// Non-blocking: read every committed record, then return.
+    fn drain(&mut self, t: &mut Tally) -> Res<()>;
+    /// One call of the library's own blocking wait (bounded by `timeout_ms`),
+    /// followed by consuming what is there.
+    fn step(&mut self, t: &mut Tally, timeout_ms: i32) -> Res<()>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    OursZeroCopy,
+    OursConsume,
+    OursReadInto,
+    OursRead,
+    RawRef,
+    RawCopy,
+    Libbpf,
+    LibbpfRs,
+    Aya,
+}
+
+impl Kind {
+    pub const ALL: &'static [Kind] = &[
+        Kind::OursZeroCopy,
+        Kind::OursConsume,
+        Kind::OursReadInto,
+        Kind::OursRead,
+        Kind::Libbpf,
+        Kind::LibbpfRs,
+        Kind::Aya,
+        Kind::RawRef,
+        Kind::RawCopy,
+    ];
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::OursZeroCopy => "ours `read_zero_copy` + one `commit` per drain",
+            Kind::OursConsume => "ours `consume`",
+            Kind::OursReadInto => "ours `read_into` (copy)",
+            Kind::OursRead => "ours `read` (copy + allocation)",
+            Kind::RawRef => "raw reference (batched publish)",
+            Kind::RawCopy => "raw copy (copy + per-record publish)",
+            Kind::Libbpf => "libbpf C `ring_buffer__consume`",
+            Kind::LibbpfRs => "libbpf-rs `RingBuffer::consume`",
+            Kind::Aya => "aya `RingBuf::next`",
+        }
+    }
+}
+
+pub fn make(kind: Kind, ring: &RingBuf) -> Res<Box<dyn Consumer + '_>> {
+    Ok(match kind {
+        Kind::OursZeroCopy => Box::new(ours::Ours::new(ring, ours::Mode::ZeroCopy)?),
+        Kind::OursConsume => Box::new(ours::Ours::new(ring, ours::Mode::Consume)?),
+        Kind::OursReadInto => Box::new(ours::Ours::new(ring, ours::Mode::ReadInto)?),
+        Kind::OursRead => Box::new(ours::Ours::new(ring, ours::Mode::Read)?),
+        Kind::RawRef => Box::new(libs::RawRef(raw::RawRing::new(ring.as_fd())?)),
+        Kind::RawCopy => Box::new(libs::RawCopy(raw::RawRing::new(ring.as_fd())?)),
+        Kind::Libbpf => Box::new(libs::Libbpf::new(ring.as_fd())?),
+        Kind::LibbpfRs => Box::new(libs::LibbpfRs::new(ring.as_fd())?),
+        Kind::Aya => Box::new(libs::Aya::new(ring.as_fd())?),
+    })
+}
+
+fn new_ring(size: usize) -> Res<RingBuf> {
+    Ok(RingBuf::create(size)?)
+}
+
+/// The crate's kernel producer, plus what each call promises the consumer.
+pub struct Producer {
+    p: KernelProducer,
+    size: usize,
+}
+
+pub struct Produced {
+    pub expect: Tally,
+    pub dropped: u64,
+    pub ns_per_run: u64,
+}
+
+impl Producer {
+    pub fn new(ring: &RingBuf, size: usize) -> Res<Self> {
+        let cfg = ProducerConfig {
+            size: RecordSize::Fixed(size),
+            discard_every: None,
+            wakeup: Wakeup::Default,
+        };
+        Ok(Self {
+            p: KernelProducer::new(ring, cfg)?,
+            size,
+        })
+    }
+
+    /// Runs the producer `n` times. Submitted records carry the contiguous
+    /// sequence numbers `[next_seq, next_seq + submitted)` (a failed
+    /// reservation takes none), which gives the expected sum.
+    pub fn produce(&mut self, n: u64) -> Res<Produced> {
+        let lo = self.p.next_seq()?;
+        let rep = self.p.produce(n)?;
+        let s = rep.submitted;
+        if self.p.next_seq()? != lo + s + rep.discarded {
+            return Err("sequence counter moved by someone else".into());
+        }
+        let tri = |x: u64| (x as u128) * (x as u128).saturating_sub(1) / 2; // 0 + 1 + .. + (x-1)
+        let sum = (tri(lo + s) - tri(lo)) as u64;
+        Ok(Produced {
+            expect: Tally {
+                count: s,
+                seq_sum: sum,
+                bytes: s * self.size as u64,
+            },
+            dropped: rep.dropped,
+            ns_per_run: u64::from(rep.ns_per_run),
+        })
+    }
+}
+
+pub fn check(what: &str, got: &Tally, want: &Tally) {
+    if got != want {
+        panic!("{what}: consumer saw {got:?}, producer submitted {want:?}: records lost or corrupted");
+    }
+}
+
+pub fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity on the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("warning: could not pin to CPU {cpu}: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: rusage is plain data.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+pub struct Opts {
+    pub warmup: usize,
+    pub rounds: usize,
+    pub ring_sizes: Vec<usize>,
+    pub rec_sizes: Vec<usize>,
+    pub stream_records: u64,
+    pub stream_ring: usize,
+    pub cost_events: usize,
+    pub cost_pause: Duration,
+    pub scenarios: Vec<String>,
+}
+
+// ---------------------------------------------------------------- drain
+
+pub struct DrainRow {
+    pub ring: usize,
+    pub size: usize,
+    pub records: u64,
+    /// ns per record, per measured round, per kind (index = Kind::ALL position).
+    pub ns: Vec<Vec<f64>>,
+}
+
+pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
+    pin_to_cpu(1);
+    let kinds = Kind::ALL;
+    let mut rows = Vec::new();
+    for &rsize in &o.ring_sizes {
+        let rings: Vec<RingBuf> = kinds.iter().map(|_| new_ring(rsize)).collect::<Res<_>>()?;
+        let mut cons: Vec<Box<dyn Consumer>> =
+            kinds.iter().zip(&rings).map(|(&k, r)| make(k, r)).collect::<Res<_>>()?;
+        for &size in &o.rec_sizes {
+            let stride = (size + 8).next_multiple_of(8);
+            let n = (rsize / stride - 1) as u64;
+            let mut prods: Vec<Producer> =
+                rings.iter().map(|r| Producer::new(r, size)).collect::<Res<_>>()?;
+            let mut ns = vec![Vec::new(); kinds.len()];
+            let t0 = Instant::now();
+            for round in 0..o.warmup + o.rounds {
+                for j in 0..kinds.len() {
+                    let i = (j + round) % kinds.len();
+                    let p = prods[i].produce(n)?;
+                    if p.dropped != 0 || p.expect.count != n {
+                        panic!("pre-fill of {n} records dropped {}", p.dropped);
+                    }
+                    let mut t = Tally::default();
+                    let start = Instant::now();
+                    cons[i].drain(&mut t)?;
+                    let dt = start.elapsed();
+                    check(kinds[i].label(), &t, &p.expect);
+                    if round >= o.warmup {
+                        ns[i].push(dt.as_nanos() as f64 / n as f64);
+                    }
+                }
+            }
+            eprintln!("drain ring={} size={size}: {} records, {:.1}s", rsize >> 20, n, t0.elapsed().as_secs_f64());
+            rows.push(DrainRow { ring: rsize, size, records: n, ns });
+        }
+    }
+    Ok(rows)
+}
+
+// ---------------------------------------------------------------- stream
+
+#[derive(Default, Clone)]
+pub struct StreamRound {
+    pub recs_per_s: f64,
+    pub cpu_ns_per_rec: f64,
+    pub waits_per_rec: f64,
+    pub dropped: u64,
+}
+
+pub fn stream_once(kind: Kind, ring: &RingBuf, prod: &mut Producer, total: u64) -> Res<StreamRound> {
+    const CHUNK: u64 = 256;
+    let done = AtomicBool::new(false);
+    let submitted = AtomicU64::new(0);
+    let go = Barrier::new(2);
+    let mut out = StreamRound::default();
+    std::thread::scope(|s| -> Res<()> {
+        let cons = s.spawn(|| -> Res<(Tally, Tally, u64, u64, Duration)> {
+            pin_to_cpu(1);
+            let mut c = make(kind, ring)?;
+            go.wait();
+            let start = Instant::now();
+            let cpu0 = thread_cpu_ns();
+            let mut t = Tally::default();
+            let mut waits = 0u64;
+            loop {
+                c.step(&mut t, 10)?;
+                waits += 1;
+                if done.load(Ordering::Acquire) && t.count >= submitted.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            let el = start.elapsed();
+            let cpu = thread_cpu_ns() - cpu0;
+            Ok((t, Tally::default(), waits, cpu, el))
+        });
+        pin_to_cpu(0);
+        go.wait();
+        let mut expect = Tally::default();
+        let mut dropped = 0;
+        let mut sent = 0;
+        while sent < total {
+            let p = prod.produce(CHUNK.min(total - sent))?;
+            expect.add(&p.expect);
+            dropped += p.dropped;
+            sent += p.expect.count + p.dropped;
+        }
+        submitted.store(expect.count, Ordering::Relaxed);
+        done.store(true, Ordering::Release);
+        let (t, _, waits, cpu, el) = cons.join().unwrap()?;
+        check(kind.label(), &t, &expect);
+        out = StreamRound {
+            recs_per_s: t.count as f64 / el.as_secs_f64(),
+            cpu_ns_per_rec: cpu as f64 / t.count as f64,
+            waits_per_rec: waits as f64 / t.count as f64,
+            dropped,
+        };
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+pub fn stream(o: &Opts) -> Res<Vec<Vec<StreamRound>>> {
+    let kinds = Kind::ALL;
+    let rings: Vec<RingBuf> = kinds.iter().map(|_| new_ring(o.stream_ring)).collect::<Res<_>>()?;
+    let mut prods: Vec<Producer> = rings.iter().map(|r| Producer::new(r, 64)).collect::<Res<_>>()?;
+    let mut res = vec![Vec::new(); kinds.len()];
+    let t0 = Instant::now();
+    for round in 0..o.warmup + o.rounds {
+        for j in 0..kinds.len() {
+            let i = (j + round) % kinds.len();
+            let r = stream_once(kinds[i], &rings[i], &mut prods[i], o.stream_records)?;
+            if round >= o.warmup {
+                res[i].push(r);
+            }
+        }
+    }
+    eprintln!("stream: {:.1}s", t0.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+// ---------------------------------------------------------------- producer cost
+
+/// Producer ns per record, one record then a pause, with `kind` blocked in its
+/// wait on the other CPU (None: no consumer at all).
+pub fn cost_once(kind: Option<Kind>, ring: &RingBuf, prod: &mut Producer, o: &Opts) -> Res<Vec<f64>> {
+    let done = AtomicBool::new(false);
+    let submitted = AtomicU64::new(0);
+    let go = Barrier::new(2);
+    let mut samples = Vec::with_capacity(o.cost_events);
+    std::thread::scope(|s| -> Res<()> {
+        let cons = kind.map(|kind| {
+            let (done, submitted, go) = (&done, &submitted, &go);
+            s.spawn(move || -> Res<Tally> {
+                pin_to_cpu(1);
+                let mut c = make(kind, ring)?;
+                let mut t = Tally::default();
+                c.drain(&mut t)?; // catch up with earlier rounds' leftovers: none expected
+                go.wait();
+                loop {
+                    c.step(&mut t, 50)?;
+                    if done.load(Ordering::Acquire) && t.count >= submitted.load(Ordering::Relaxed) {
+                        break;
+                    }
+                }
+                Ok(t)
+            })
+        });
+        pin_to_cpu(0);
+        if kind.is_some() {
+            go.wait();
+            std::thread::sleep(Duration::from_millis(2)); // let it block
+        }
+        let mut expect = Tally::default();
+        for _ in 0..o.cost_events {
+            let p = prod.produce(1)?;
+            expect.add(&p.expect);
+            samples.push(p.ns_per_run as f64);
+            std::thread::sleep(o.cost_pause);
+        }
+        submitted.store(expect.count, Ordering::Relaxed);
+        done.store(true, Ordering::Release);
+        if let Some(h) = cons {
+            let t = h.join().unwrap()?;
+            check("producer-cost consumer", &t, &expect);
+        }
+        Ok(())
+    })?;
+    Ok(samples)
+}
+
+pub fn cost(o: &Opts) -> Res<Vec<Vec<f64>>> {
+    let mut kinds: Vec<Option<Kind>> = vec![None];
+    kinds.extend(Kind::ALL.iter().map(|&k| Some(k)));
+    let rings: Vec<RingBuf> = kinds.iter().map(|_| new_ring(1 << 20)).collect::<Res<_>>()?;
+    let mut prods: Vec<Producer> = rings.iter().map(|r| Producer::new(r, 64)).collect::<Res<_>>()?;
+    let mut res = vec![Vec::new(); kinds.len()];
+    let t0 = Instant::now();
+    for round in 0..o.warmup + o.rounds {
+        for j in 0..kinds.len() {
+            let i = (j + round) % kinds.len();
+            let mut s = cost_once(kinds[i], &rings[i], &mut prods[i], o)?;
+            // With no consumer the ring fills up over rounds: keep it drained.
+            if kinds[i].is_none() {
+                let mut t = Tally::default();
+                raw::RawRing::new(rings[i].as_fd())?.drain_ref(&mut t);
+            }
+            if round >= o.warmup {
+                s.sort_by(f64::total_cmp);
+                res[i].push(report::median(&s));
+            }
+        }
+    }
+    eprintln!("producer cost: {:.1}s", t0.elapsed().as_secs_f64());
+    Ok(res)
+}
+
+const USAGE: &str = "ringbuf-bench [--quick] [--scenario drain,stream,cost] [--rounds N] [--warmup N]
+              [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
+
+Runs the side-by-side benchmark (needs root or CAP_BPF) and prints the result
+tables as Markdown; with --template/--out, writes FILE with the template's
+{{RESULTS}} line replaced by them. scripts/bench.sh is the usual way to run it.";
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn main() -> Res<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return Ok(());
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let mut o = Opts {
+        warmup: 2,
+        rounds: 9,
+        ring_sizes: vec![4 << 20, 64 << 20],
+        rec_sizes: vec![16, 64, 256, 1024, 4096],
+        stream_records: 500_000,
+        stream_ring: 1 << 20,
+        cost_events: 100,
+        cost_pause: Duration::from_micros(200),
+        scenarios: vec!["drain".into(), "stream".into(), "cost".into()],
+    };
+    if quick {
+        o.warmup = 1;
+        o.rounds = 3;
+        o.ring_sizes = vec![4 << 20];
+        o.stream_records = 100_000;
+        o.cost_events = 20;
+    }
+    if let Some(v) = arg(&args, "--scenario") {
+        o.scenarios = v.split(',').map(String::from).collect();
+    }
+    if let Some(v) = arg(&args, "--rounds") {
+        o.rounds = v.parse()?;
+    }
+    if let Some(v) = arg(&args, "--warmup") {
+        o.warmup = v.parse()?;
+    }
+    let t0 = Instant::now();
+    let has = |n: &str| o.scenarios.iter().any(|s| s == n);
+    let d = if has("drain") { drain(&o)? } else { vec![] };
+    let s = if has("stream") { stream(&o)? } else { vec![] };
+    let c = if has("cost") { cost(&o)? } else { vec![] };
+    let took = t0.elapsed();
+    let rustc = arg(&args, "--rustc").unwrap_or_else(|| "unknown".into());
+    let command = arg(&args, "--command").unwrap_or_else(|| args.join(" "));
+    let mut md = format!("Generated by `{command}`.\n\n### Machine\n\n{}\n", report::machine(&rustc));
+    md.push_str(&report::render(&o, &d, &s, &c, took));
+    match (arg(&args, "--template"), arg(&args, "--out")) {
+        (Some(t), Some(out)) => {
+            let tmpl = std::fs::read_to_string(&t)?;
+            if !tmpl.contains("{{RESULTS}}") {
+                return Err(format!("{t} has no {{{{RESULTS}}}} line").into());
+            }
+            std::fs::write(&out, tmpl.replace("{{RESULTS}}", md.trim_end()))?;
+            eprintln!("wrote {out}");
+        }
+        _ => println!("{md}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! bpf-ringbuf's consumers, one per way to read.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use bpf_ringbuf::{Error, Reader, Record, RingBuf};
+
+use crate::{Consumer, Res, Tally};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `read_zero_copy` until the ring is dry, then one `commit`.
+    ZeroCopy,
+    /// One `consume` call per drain.
+    Consume,
+    /// `read_into` a reused `Record`.
+    ReadInto,
+    /// `read`: a new `Record` per record.
+    Read,
+}
+
+pub struct Ours {
+    r: Reader,
+    mode: Mode,
+    past: Instant,
+    rec: Record,
+}
+
+impl Ours {
+    pub fn new(ring: &RingBuf, mode: Mode) -> Res<Self> {
+        let mut r = Reader::new(ring)?;
+        let past = Instant::now();
+        // A deadline in the past: read what is there, then DeadlineExceeded.
+        r.set_deadline(Some(past));
+        Ok(Self {
+            r,
+            mode,
+            past,
+            rec: Record::default(),
+        })
+    }
+
+    #[inline(never)]
+    fn drain_zero_copy(&mut self, t: &mut Tally) -> Res<()> {
+        let (mut count, mut sum, mut bytes) = (0u64, 0u64, 0u64);
+        loop {
+            match self.r.read_zero_copy() {
+                Ok(rec) => {
+                    count += 1;
+                    sum = sum.wrapping_add(u64::from_le_bytes(rec[..8].try_into().unwrap()));
+                    bytes += rec.len() as u64;
+                }
+                Err(Error::CommitRequired) | Err(Error::DeadlineExceeded) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.r.commit();
+        t.count += count;
+        t.seq_sum = t.seq_sum.wrapping_add(sum);
+        t.bytes += bytes;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn drain_consume(&mut self, t: &mut Tally) -> Res<()> {
+        let (mut count, mut sum, mut bytes) = (0u64, 0u64, 0u64);
+        self.r.consume(|rec| {
+            count += 1;
+            sum = sum.wrapping_add(u64::from_le_bytes(rec[..8].try_into().unwrap()));
+            bytes += rec.len() as u64;
+            ControlFlow::Continue(())
+        })?;
+        t.count += count;
+        t.seq_sum = t.seq_sum.wrapping_add(sum);
+        t.bytes += bytes;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn drain_read_into(&mut self, t: &mut Tally) -> Res<()> {
+        let (mut count, mut sum, mut bytes) = (0u64, 0u64, 0u64);
+        loop {
+            match self.r.read_into(&mut self.rec) {
+                Ok(()) => {
+                    let rec = &self.rec.data;
+                    count += 1;
+                    sum = sum.wrapping_add(u64::from_le_bytes(rec[..8].try_into().unwrap()));
+                    bytes += rec.len() as u64;
+                }
+                Err(Error::DeadlineExceeded) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        t.count += count;
+        t.seq_sum = t.seq_sum.wrapping_add(sum);
+        t.bytes += bytes;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn drain_read(&mut self, t: &mut Tally) -> Res<()> {
+        let (mut count, mut sum, mut bytes) = (0u64, 0u64, 0u64);
+        loop {
+            match self.r.read() {
+                Ok(rec) => {
+                    let rec = &rec.data;
+                    count += 1;
+                    sum = sum.wrapping_add(u64::from_le_bytes(rec[..8].try_into().unwrap()));
+                    bytes += rec.len() as u64;
+                }
+                Err(Error::DeadlineExceeded) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        t.count += count;
+        t.seq_sum = t.seq_sum.wrapping_add(sum);
+        t.bytes += bytes;
+        Ok(())
+    }
+}
+
+impl Consumer for Ours {
+    fn drain(&mut self, t: &mut Tally) -> Res<()> {
+        match self.mode {
+            Mode::ZeroCopy => self.drain_zero_copy(t),
+            Mode::Consume => self.drain_consume(t),
+            Mode::ReadInto => self.drain_read_into(t),
+            Mode::Read => self.drain_read(t),
+        }
+    }
+
+    fn step(&mut self, t: &mut Tally, timeout_ms: i32) -> Res<()> {
+        self.r
+            .set_deadline(Some(Instant::now() + Duration::from_millis(timeout_ms as u64)));
+        let w = self.r.wait();
+        self.r.set_deadline(Some(self.past));
+        match w {
+            Ok(()) | Err(Error::DeadlineExceeded) => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.drain(t)
+    }
+}

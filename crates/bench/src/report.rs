@@ -1,0 +1,278 @@
+//! Markdown rendering of the results. Every figure here comes from this run.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::{DrainRow, Kind, Opts, StreamRound};
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn idx(k: Kind) -> usize {
+    Kind::ALL.iter().position(|&x| x == k).unwrap()
+}
+
+/// Per-round ratios a[r] / b[r]: both measured in the same round.
+fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
+pub fn size_label(b: usize) -> String {
+    if b >= 1 << 20 {
+        format!("{} MiB", b >> 20)
+    } else if b >= 1024 {
+        format!("{} KiB", b >> 10)
+    } else {
+        format!("{b} B")
+    }
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// The machine and the versions, read at run time (and from Cargo.lock at build time).
+pub fn machine(rustc: &str) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    // SAFETY: utsname is plain data; uname fills it.
+    let kernel = unsafe {
+        let mut u: libc::utsname = std::mem::zeroed();
+        libc::uname(&mut u);
+        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+    };
+    let lock = include_str!("../Cargo.lock");
+    let ver = |name: &str| -> String {
+        let key = format!("name = \"{name}\"\nversion = \"");
+        lock.find(&key)
+            .map(|i| {
+                let rest = &lock[i + key.len()..];
+                rest[..rest.find('"').unwrap_or(0)].to_string()
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "| | |\n|---|---|\n| CPU | {cpu} |\n| cores | {cores} |\n| kernel | {kernel} |\n| rustc | {rustc} |\n| page size | {} |\n| bpf-ringbuf | {} (this tree) |\n| libbpf-sys (vendored libbpf, static) | {} |\n| libbpf-rs | {} |\n| aya | {} |\n| profile | release, `codegen-units = 1`, `lto = \"thin\"` (the workspace's release profile) |\n",
+        bpf_ringbuf::page_size(),
+        ver("bpf-ringbuf"),
+        ver("libbpf-sys"),
+        ver("libbpf-rs"),
+        ver("aya"),
+    )
+}
+
+pub fn render(o: &Opts, d: &[DrainRow], s: &[Vec<StreamRound>], c: &[Vec<f64>], took: Duration) -> String {
+    let mut m = String::new();
+    let rref = idx(Kind::RawRef);
+    let rcopy = idx(Kind::RawCopy);
+    let _ = writeln!(
+        m,
+        "{} warm-up + {} measured rounds. In each round every consumer runs once, in an order that rotates every round. \
+         A ratio is the **median of the per-round ratios** (consumer time / reference time in the same round); \
+         ns/record is the median over rounds.\n",
+        o.warmup, o.rounds
+    );
+    let mut ring_sizes: Vec<usize> = d.iter().map(|r| r.ring).collect();
+    ring_sizes.dedup();
+
+    // Targets first.
+    if let Some(&first) = ring_sizes.first() {
+        let rows: Vec<&DrainRow> = d.iter().filter(|r| r.ring == first).collect();
+        let _ = writeln!(m, "### Targets ({} drain)\n", size_label(first));
+        let _ = writeln!(m, "| target | record size | ratio (median) | per-round min–max | result |\n|---|---|---:|---:|---|");
+        let checks: [(Kind, usize, f64, &str); 3] = [
+            (Kind::OursZeroCopy, rref, 1.05, "`read_zero_copy` + batched `commit` ≤ 1.05× raw reference"),
+            (Kind::OursConsume, rref, 1.10, "`consume` ≤ 1.10× raw reference"),
+            (Kind::OursReadInto, rcopy, 1.10, "`read_into` ≤ 1.10× raw copying loop"),
+        ];
+        for (k, base, limit, what) in checks {
+            for r in &rows {
+                let rs = ratios(&r.ns[idx(k)], &r.ns[base]);
+                let med = median(&rs);
+                let mn = rs.iter().cloned().fold(f64::INFINITY, f64::min);
+                let mx = rs.iter().cloned().fold(0.0, f64::max);
+                let _ = writeln!(
+                    m,
+                    "| {what} | {} | {med:.3}× | {mn:.2}–{mx:.2} | {} |",
+                    size_label(r.size),
+                    mark(med <= limit)
+                );
+            }
+        }
+        if !s.is_empty() {
+            for k in [Kind::OursZeroCopy, Kind::OursConsume, Kind::OursReadInto, Kind::OursRead] {
+                let dr: u64 = s[idx(k)].iter().map(|r| r.dropped).sum();
+                let _ = writeln!(
+                    m,
+                    "| stream, {} ring: no failed reserve with {} | 64 B | {dr} failed | | {} |",
+                    size_label(o.stream_ring),
+                    k.label(),
+                    mark(dr == 0)
+                );
+            }
+        }
+        m.push('\n');
+    }
+
+    for &ring in &ring_sizes {
+        let rows: Vec<&DrainRow> = d.iter().filter(|r| r.ring == ring).collect();
+        let _ = writeln!(
+            m,
+            "### Drain, pre-filled {} ring: ns per record (ratio to the raw reference)\n",
+            size_label(ring)
+        );
+        let _ = write!(m, "| consumer |");
+        for r in &rows {
+            let _ = write!(m, " {} |", size_label(r.size));
+        }
+        let _ = write!(m, "\n|---|");
+        for _ in &rows {
+            let _ = write!(m, "---:|");
+        }
+        m.push('\n');
+        for (k, kind) in Kind::ALL.iter().enumerate() {
+            let _ = write!(m, "| {} |", kind.label());
+            for r in &rows {
+                let _ = write!(
+                    m,
+                    " {:.2} ({:.2}×) |",
+                    median(&r.ns[k]),
+                    median(&ratios(&r.ns[k], &r.ns[rref]))
+                );
+            }
+            m.push('\n');
+        }
+        let _ = write!(m, "| records per drain |");
+        for r in &rows {
+            let _ = write!(m, " {} |", r.records);
+        }
+        m.push_str("\n\nCopying consumers against the raw copying loop:\n\n");
+        let _ = write!(m, "| consumer |");
+        for r in &rows {
+            let _ = write!(m, " {} |", size_label(r.size));
+        }
+        let _ = write!(m, "\n|---|");
+        for _ in &rows {
+            let _ = write!(m, "---:|");
+        }
+        m.push('\n');
+        for k in [Kind::OursReadInto, Kind::OursRead] {
+            let _ = write!(m, "| {} |", k.label());
+            for r in &rows {
+                let _ = write!(m, " {:.2}× |", median(&ratios(&r.ns[idx(k)], &r.ns[rcopy])));
+            }
+            m.push('\n');
+        }
+        m.push('\n');
+        let _ = writeln!(m, "<details><summary>Per-round ratios, {} ring</summary>\n", size_label(ring));
+        let _ = writeln!(
+            m,
+            "| size | consumer | against | per-round ratios | min | max |\n|---|---|---|---|---:|---:|"
+        );
+        for r in &rows {
+            for (k, kind) in Kind::ALL.iter().enumerate() {
+                let mut bases = vec![];
+                if k != rref {
+                    bases.push((rref, "raw reference"));
+                }
+                if matches!(kind, Kind::OursReadInto | Kind::OursRead) {
+                    bases.push((rcopy, "raw copy"));
+                }
+                for (base, bname) in bases {
+                    let rs = ratios(&r.ns[k], &r.ns[base]);
+                    let mn = rs.iter().cloned().fold(f64::INFINITY, f64::min);
+                    let mx = rs.iter().cloned().fold(0.0, f64::max);
+                    let list: Vec<String> = rs.iter().map(|x| format!("{x:.2}")).collect();
+                    let _ = writeln!(
+                        m,
+                        "| {} | {} | {bname} | {} | {mn:.2} | {mx:.2} |",
+                        size_label(r.size),
+                        kind.label(),
+                        list.join(" ")
+                    );
+                }
+            }
+        }
+        m.push_str("\n</details>\n\n");
+    }
+
+    if !s.is_empty() {
+        let _ = writeln!(
+            m,
+            "### Stream: kernel producer thread on CPU 0, consumer on CPU 1, {} ring, 64 B records, {} records per run\n",
+            size_label(o.stream_ring),
+            o.stream_records
+        );
+        let _ = writeln!(
+            m,
+            "Each consumer uses its library's own blocking wait. CPU time is the consumer thread's `getrusage(RUSAGE_THREAD)` user+system time.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | failed reserves per round |\n|---|---:|---:|---:|---:|---|"
+        );
+        let cpu_ref: Vec<f64> = s[rref].iter().map(|r| r.cpu_ns_per_rec).collect();
+        for (k, kind) in Kind::ALL.iter().enumerate() {
+            let rps: Vec<f64> = s[k].iter().map(|r| r.recs_per_s).collect();
+            let cpu: Vec<f64> = s[k].iter().map(|r| r.cpu_ns_per_rec).collect();
+            let w: Vec<f64> = s[k].iter().map(|r| r.waits_per_rec).collect();
+            let dr: Vec<String> = s[k].iter().map(|r| r.dropped.to_string()).collect();
+            let _ = writeln!(
+                m,
+                "| {} | {:.2} M | {:.1} | {:.2}× | {:.4} | {} |",
+                kind.label(),
+                median(&rps) / 1e6,
+                median(&cpu),
+                median(&ratios(&cpu, &cpu_ref)),
+                median(&w),
+                dr.join(" ")
+            );
+        }
+        m.push('\n');
+    }
+    if !c.is_empty() {
+        let _ = writeln!(
+            m,
+            "### Producer cost: one 64 B record, then a {} µs pause, {} records per round\n",
+            o.cost_pause.as_micros(),
+            o.cost_events
+        );
+        let _ = writeln!(
+            m,
+            "The producer's own time per record, as `BPF_PROG_TEST_RUN` reports it (median within a round, then median over rounds), on CPU 0, while the consumer on CPU 1 is blocked in its library's wait.\n"
+        );
+        let _ = writeln!(
+            m,
+            "| consumer blocked in its wait | producer ns/record | ratio to no consumer |\n|---|---:|---:|"
+        );
+        for (i, v) in c.iter().enumerate() {
+            let label = if i == 0 { "none" } else { Kind::ALL[i - 1].label() };
+            let _ = writeln!(m, "| {} | {:.0} | {:.2}× |", label, median(v), median(&ratios(v, &c[0])));
+        }
+        m.push('\n');
+    }
+    let _ = writeln!(m, "Benchmark run time (without the build): {:.0} s.", took.as_secs_f64());
+    m
+}

@@ -1,0 +1,177 @@
+//! The one error type of this crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong. An empty ring is not an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The deadline set with [`Reader::set_deadline`](crate::Reader::set_deadline)
+    /// passed with no record left to return.
+    #[error("deadline exceeded with no record available")]
+    DeadlineExceeded,
+
+    /// [`ReaderHandle::flush`](crate::ReaderHandle::flush) was called and every
+    /// record present has been returned. Reported once per flush.
+    #[error("reader flushed: every record present has been returned")]
+    Flushed,
+
+    /// [`ReaderHandle::close`](crate::ReaderHandle::close) was called. Every
+    /// read after it returns this at once.
+    #[error("reader closed")]
+    Closed,
+
+    /// The ring is empty, and records returned by
+    /// [`Reader::read_zero_copy`](crate::Reader::read_zero_copy) are still
+    /// uncommitted. Waiting now could sleep through new records (the kernel
+    /// only wakes a consumer that has published its position), so the call
+    /// returns instead of waiting. Call [`Reader::commit`](crate::Reader::commit)
+    /// and read again: that read waits as usual.
+    #[error("ring is empty and zero-copy records are uncommitted: call commit() before waiting")]
+    CommitRequired,
+
+    /// The descriptor refers to a BPF map of another type.
+    #[error(
+        "map is of type {found_name} ({found}), expected BPF_MAP_TYPE_{expected_name} ({expected})"
+    )]
+    WrongMapType {
+        /// The `BPF_MAP_TYPE_*` value of the map.
+        found: u32,
+        /// The kernel's name for it, without the `BPF_MAP_TYPE_` prefix.
+        found_name: &'static str,
+        /// The type that was required.
+        expected: u32,
+        /// The name of the required type, without the `BPF_MAP_TYPE_` prefix.
+        expected_name: &'static str,
+    },
+
+    /// The descriptor is open but is not a BPF map.
+    #[error("file descriptor {fd} is not a BPF map (it is {kind})")]
+    NotAMap {
+        /// The raw descriptor number.
+        fd: i32,
+        /// What it refers to, as `/proc/self/fd` shows it.
+        kind: String,
+    },
+
+    /// The descriptor is not open (closed or never valid).
+    #[error("file descriptor {fd} is not open")]
+    BadFd {
+        /// The raw descriptor number.
+        fd: i32,
+    },
+
+    /// A ring buffer size the kernel will not accept.
+    #[error("invalid ring buffer size {size}: it must be a power of two and a multiple of the page size ({page_size}); nearest valid size is {suggested}")]
+    BadSize {
+        /// The size that was asked for.
+        size: usize,
+        /// The page size of this machine.
+        page_size: usize,
+        /// The nearest valid size (the next one up, where there is one).
+        suggested: usize,
+    },
+
+    /// A record header is inconsistent with the data produced: its length runs
+    /// past the producer position, or the positions themselves are impossible.
+    /// The reader stops before that record; nothing after it is returned.
+    #[error("corrupt ring at position {pos}: record of {len} bytes runs past the {available} bytes produced")]
+    Corrupt {
+        /// Ring position of the bad header.
+        pos: usize,
+        /// The length it claims (flag bits stripped), or the span it implies.
+        len: usize,
+        /// Bytes between that position and the producer position.
+        available: usize,
+    },
+
+    /// No pinned object exists at the path.
+    #[error("no pinned BPF object at {}", path.display())]
+    PinNotFound {
+        /// The path that was opened.
+        path: PathBuf,
+    },
+
+    /// The kernel refused the call for lack of privilege.
+    #[error("{call}: permission denied (BPF ring buffers need CAP_BPF, or root; check also kernel.unprivileged_bpf_disabled and any LSM policy)")]
+    PermissionDenied {
+        /// The system call that failed.
+        call: &'static str,
+        /// The underlying `EPERM`/`EACCES`.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The verifier refused a BPF program (test producers only).
+    #[error("the BPF verifier rejected the program: {source}\n{log}")]
+    ProgramRejected {
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+        /// The end of the verifier log.
+        log: String,
+    },
+
+    /// An argument this crate cannot accept (for example a test producer
+    /// configuration).
+    #[error("invalid {what}: {reason}")]
+    InvalidArgument {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// Any other system call failure.
+    #[error("{call} failed")]
+    Syscall {
+        /// The system call that failed, e.g. `bpf(BPF_MAP_CREATE)`.
+        call: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Classifies an OS error from `call`.
+    pub(crate) fn from_syscall(call: &'static str, source: io::Error) -> Error {
+        match source.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied { call, source },
+            _ => Error::Syscall { call, source },
+        }
+    }
+
+    /// The OS error behind this error, if there is one.
+    pub fn os_error(&self) -> Option<&io::Error> {
+        match self {
+            Error::PermissionDenied { source, .. }
+            | Error::ProgramRejected { source, .. }
+            | Error::Syscall { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<Error> for io::Error {
+    fn from(e: Error) -> io::Error {
+        let kind = match &e {
+            Error::DeadlineExceeded => io::ErrorKind::TimedOut,
+            Error::Flushed | Error::Closed | Error::CommitRequired => io::ErrorKind::Other,
+            Error::WrongMapType { .. }
+            | Error::NotAMap { .. }
+            | Error::BadSize { .. }
+            | Error::BadFd { .. }
+            | Error::InvalidArgument { .. } => io::ErrorKind::InvalidInput,
+            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
+            Error::PinNotFound { .. } => io::ErrorKind::NotFound,
+            Error::PermissionDenied { .. } => io::ErrorKind::PermissionDenied,
+            Error::ProgramRejected { source, .. } | Error::Syscall { source, .. } => source.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}

@@ -1,0 +1,110 @@
+//! Read Linux BPF ring buffers (`BPF_MAP_TYPE_RINGBUF`) in place, at the speed
+//! of memory.
+//!
+//! A [`Reader`] maps the ring and hands out each record as a slice of the
+//! kernel's memory ([`Reader::read_zero_copy`]); the consumer position goes
+//! back to the kernel once per batch ([`Reader::commit`]), not once per
+//! record. Because `commit` takes `&mut self`, the borrow checker proves that
+//! no slice is used after its space is returned to the kernel.
+//!
+//! ```no_run
+//! # fn main() -> bpf_ringbuf::Result<()> {
+//! use bpf_ringbuf::{Error, Reader, RingBuf};
+//!
+//! let ring = RingBuf::create(1 << 20)?; // or RingBuf::open_pinned, from_id, from_fd
+//! let mut reader = Reader::new(&ring)?;
+//! loop {
+//!     match reader.read_zero_copy() {
+//!         Ok(rec) => println!("{} bytes", rec.len()),
+//!         // The ring ran dry with records still borrowed: hand them back,
+//!         // then the next read sleeps until the kernel wakes us.
+//!         Err(Error::CommitRequired) => reader.commit(),
+//!         Err(e) => return Err(e),
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! # Ways to read
+//!
+//! | call | copies | blocks | publishes the consumer position |
+//! |---|---|---|---|
+//! | [`read_zero_copy`](Reader::read_zero_copy) + [`commit`](Reader::commit) | no | when empty | at `commit` (or any `&mut self` call) |
+//! | [`batch`](Reader::batch) | no | until a record is there | when the [`Batch`] drops |
+//! | [`consume`](Reader::consume) / [`consume_with_budget`](Reader::consume_with_budget) | no | never | once per call |
+//! | [`read`](Reader::read) / [`read_into`](Reader::read_into) | yes | when empty | after every record |
+//!
+//! # The zero-copy contract
+//!
+//! * A slice from `read_zero_copy` is the record's bytes in the ring. It is
+//!   valid, and unchanged, until the next `&mut self` call on the reader
+//!   (`commit`, `read`, `read_into`, `consume`, `wait`, `batch`), which
+//!   publishes the consumer position past it. The compiler rejects any use
+//!   after that (see `tests/ui/`).
+//! * Dropping a reader does **not** commit: records read but not committed
+//!   are delivered again to the next reader of the map. Nothing is lost.
+//! * The kernel cannot reuse the space of uncommitted records. A ring whose
+//!   reader holds too much uncommitted makes the BPF program's reservations
+//!   fail (it sees NULL or `-EAGAIN` and must count the drop itself). Commit
+//!   often: once per batch of tens to thousands of records.
+//! * **One consumer per map.** Another consumer of the same map (another
+//!   `Reader`, another library, another process) publishing its position
+//!   would hand our borrowed records to the kernel while we still read them.
+//!
+//! # Waiting and wakeups
+//!
+//! The kernel wakes a sleeping consumer only when it commits a record at the
+//! position the consumer has *published* (the consumer had caught up), unless
+//! the program passes `BPF_RB_FORCE_WAKEUP`; with `BPF_RB_NO_WAKEUP` it never
+//! does. So before sleeping the reader publishes its position, issues a
+//! `SeqCst` fence, and checks the ring once more (see the `ring` module
+//! source for the full argument). Consequences:
+//!
+//! * When the ring runs dry while zero-copy records are still uncommitted,
+//!   `read_zero_copy` returns [`Error::CommitRequired`] instead of waiting:
+//!   sleeping unpublished would sleep through new records, and polling would
+//!   spin. Commit, then read again.
+//! * Records sent with `BPF_RB_NO_WAKEUP` wake nobody: read them with a
+//!   deadline ([`Reader::set_deadline`]; a deadline in the past means "read
+//!   what is there now") or a [`ReaderHandle::flush`].
+//! * A record that is reserved but not committed (BUSY) stops every reader:
+//!   records after it are not returned before it. Blocking reads back off
+//!   (spin, yield, then sleeps of up to 1 ms) until it is committed.
+//!
+//! # What this crate does not do
+//!
+//! It does not load or attach BPF programs (use aya or libbpf-rs for that and
+//! hand the map's descriptor to [`Reader::new`]), and it does not parse record
+//! payloads. `BPF_F_RB_OVERWRITE` rings (Linux 6.19+) are not supported yet.
+//!
+//! # Requirements
+//!
+//! Linux 5.8 or later (ring buffers), `CAP_BPF` or root to create or open maps.
+//! The `testing` feature's kernel producer needs Linux 5.12 (BPF atomics) and
+//! `CAP_BPF` + `CAP_PERFMON`/root. Developed and tested on Linux 6.18 x86_64.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+#![warn(rust_2018_idioms)]
+
+mod error;
+mod map;
+mod reader;
+#[allow(unsafe_code)]
+mod ring;
+#[allow(unsafe_code)]
+mod sys;
+mod wait;
+
+#[cfg(feature = "testing")]
+#[allow(unsafe_code)]
+pub mod testing;
+
+pub use error::{Error, Result};
+pub use map::RingBuf;
+pub use reader::{Batch, Budget, ConsumeStats, Reader, Record, StopReason};
+pub use wait::ReaderHandle;
+
+/// The runtime page size (`sysconf(_SC_PAGESIZE)`). Ring sizes are multiples of it.
+pub fn page_size() -> usize {
+    sys::page_size()
+}

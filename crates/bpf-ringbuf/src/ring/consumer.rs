@@ -1,0 +1,315 @@
+//! The consumer cursor: a local read position over a [`RawRing`], published
+//! to the kernel only when asked. This is where record slices are created,
+//! with lifetimes that make "no use after commit" a compile-time fact.
+
+use std::cell::Cell;
+use std::ops::ControlFlow;
+
+use std::ptr::NonNull;
+
+use super::{Peek, RawRing, HDR_SZ};
+use crate::sys::mmap::Mmap;
+
+/// One step of the cursor within the known part of the ring.
+#[derive(Debug)]
+pub(crate) enum Step<'a> {
+    /// A committed record, lent until the next `&mut self` call.
+    Record(&'a [u8]),
+    /// The cached producer position is reached: reload it.
+    End,
+    /// The record at the cursor is reserved, not committed.
+    Busy,
+    /// The header at `pos` is inconsistent with the data produced.
+    Corrupt {
+        pos: usize,
+        len: usize,
+        available: usize,
+    },
+}
+
+/// How a [`Consumer::drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DrainEnd {
+    Empty,
+    Budget,
+    Callback,
+    Busy,
+    Corrupt {
+        pos: usize,
+        len: usize,
+        available: usize,
+    },
+}
+
+/// The consumer's cursor.
+///
+/// Invariant: `published <= pos <= prod` (in ring order), every position is a
+/// multiple of 8, and `prod - pos <= size` (checked at every reload). Bytes in
+/// `[published, pos)` belong to records we lent out or skipped; the kernel
+/// cannot reuse them until we publish.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    ring: RawRing,
+    pos: Cell<usize>,
+    prod: Cell<usize>,
+    published: Cell<usize>,
+    /// A slice was lent since the last publish.
+    lent: Cell<bool>,
+    /// Owns the memory `ring` points into (the mappings); dropped, and so
+    /// unmapped, with the consumer.
+    _mem: Box<dyn Send + std::fmt::Debug>,
+}
+
+/// The kernel's two mappings of a `BPF_MAP_TYPE_RINGBUF` map.
+#[derive(Debug)]
+struct KernelMappings {
+    _consumer: Mmap,
+    _producer: Mmap,
+}
+
+// SAFETY: the pointers in `ring` target memory owned alongside the consumer
+// (the reader's mappings), not tied to any thread. `Consumer` is `!Sync`
+// because of its `Cell`s, so one thread at a time uses it.
+unsafe impl Send for Consumer {}
+
+impl Consumer {
+    /// A consumer over the kernel's mappings of a ring buffer of `size` data
+    /// bytes: `consumer` is the read-write consumer page (file offset 0),
+    /// `producer` the read-only producer page plus the data pages mapped twice
+    /// (file offset one page, `page + 2 * size` bytes). Takes ownership of
+    /// both, so the memory lives as long as the consumer.
+    pub(crate) fn from_kernel_mappings(
+        consumer: Mmap,
+        producer: Mmap,
+        page: usize,
+        size: usize,
+    ) -> Result<Consumer, usize> {
+        assert!(size.is_power_of_two() && size >= HDR_SZ && page % HDR_SZ == 0);
+        assert!(consumer.len() >= std::mem::size_of::<usize>());
+        assert_eq!(producer.len(), page + 2 * size);
+        let cons = NonNull::new(consumer.as_ptr().cast::<usize>()).expect("mapping is non-null");
+        let prod = NonNull::new(producer.as_ptr().cast::<usize>()).expect("mapping is non-null");
+        // SAFETY: `page < producer.len()` (asserted above), so the result is in bounds.
+        let data = NonNull::new(unsafe { producer.as_ptr().add(page) }).expect("non-null");
+        // SAFETY: the kernel's layout: consumer_pos at the start of the page-aligned
+        // consumer page (writable), producer_pos at the start of the producer page,
+        // then `2 * size` data bytes (asserted length), page-aligned; `size` is a
+        // power of two. Both mappings move into the consumer below.
+        let ring = unsafe { RawRing::new(cons, prod, data, size) };
+        let mem = Box::new(KernelMappings {
+            _consumer: consumer,
+            _producer: producer,
+        });
+        // SAFETY: `mem` owns the mappings `ring` points into.
+        unsafe { Consumer::new(ring, mem) }
+    }
+
+    /// Starts at the published consumer position. `Err(pos)` if that position
+    /// is not 8-aligned (corrupt), since headers could not be read safely.
+    ///
+    /// # Safety
+    ///
+    /// `mem` owns (keeps mapped) the memory `ring` points into.
+    pub(crate) unsafe fn new(
+        ring: RawRing,
+        mem: Box<dyn Send + std::fmt::Debug>,
+    ) -> Result<Consumer, usize> {
+        let start = ring.load_consumer();
+        if start % HDR_SZ != 0 {
+            return Err(start);
+        }
+        Ok(Consumer {
+            ring,
+            pos: Cell::new(start),
+            prod: Cell::new(start),
+            published: Cell::new(start),
+            lent: Cell::new(false),
+            _mem: mem,
+        })
+    }
+
+    #[inline]
+    pub(crate) fn raw(&self) -> &RawRing {
+        &self.ring
+    }
+
+    /// The local cursor.
+    #[inline]
+    pub(crate) fn pos(&self) -> usize {
+        self.pos.get()
+    }
+
+    /// Ring bytes known to be produced past the cursor.
+    #[inline]
+    pub(crate) fn known_remaining(&self) -> usize {
+        self.prod.get().wrapping_sub(self.pos.get())
+    }
+
+    /// Advances over the known part of the ring, skipping discards.
+    /// No stores to shared memory, one Acquire load per header.
+    #[inline(always)]
+    pub(crate) fn step(&self) -> Step<'_> {
+        loop {
+            let pos = self.pos.get();
+            let prod = self.prod.get();
+            if pos == prod {
+                return Step::End;
+            }
+            match self.ring.peek(pos, prod) {
+                Peek::Record { len, next } => {
+                    self.pos.set(next);
+                    self.lent.set(true);
+                    // SAFETY: `peek` returned `Record` for `pos`. The slice
+                    // borrows `self`. The position is published past `pos` only
+                    // by `publish(&mut self)`, which cannot run while the
+                    // borrow lives, or by `publish_unlent`, which refuses while
+                    // `lent` is set. The memory outlives `self` (RawRing::new).
+                    return Step::Record(unsafe { self.ring.record(pos, len) });
+                }
+                Peek::Discard { next } => self.pos.set(next),
+                Peek::Busy => return Step::Busy,
+                Peek::Corrupt { len, available } => {
+                    return Step::Corrupt {
+                        pos,
+                        len,
+                        available,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the header at the cursor is BUSY (stale view: re-reads it).
+    #[inline]
+    pub(crate) fn head_busy(&self) -> bool {
+        let pos = self.pos.get();
+        pos != self.prod.get() && matches!(self.ring.peek(pos, self.prod.get()), Peek::Busy)
+    }
+
+    /// Whether the header at the cursor is ready to step over (a record or a
+    /// discard), using the cached producer position.
+    #[inline]
+    pub(crate) fn head_ready(&self) -> bool {
+        let pos = self.pos.get();
+        pos != self.prod.get()
+            && matches!(
+                self.ring.peek(pos, self.prod.get()),
+                Peek::Record { .. } | Peek::Discard { .. }
+            )
+    }
+
+    /// Loads the producer position (one Acquire load) and checks it.
+    /// `Ok(true)` if there is something past the cursor.
+    #[inline]
+    pub(crate) fn reload(&self) -> Result<bool, Step<'static>> {
+        let pos = self.pos.get();
+        let prod = self.ring.load_producer();
+        if let Err(Peek::Corrupt { len, available }) = self.ring.check_producer(pos, prod) {
+            return Err(Step::Corrupt {
+                pos,
+                len,
+                available,
+            });
+        }
+        self.prod.set(prod);
+        Ok(prod != pos)
+    }
+
+    /// Publishes the cursor (one Release store, none if unchanged). Ends every
+    /// lent slice, hence `&mut self`.
+    #[inline]
+    pub(crate) fn publish(&mut self) {
+        let pos = self.pos.get();
+        if pos != self.published.get() {
+            self.published.set(pos);
+            self.lent.set(false);
+            self.ring.publish(pos);
+        }
+    }
+
+    /// Publishes the cursor and re-checks emptiness with the wakeup fence, if
+    /// no slice is lent (only skipped discards lie past the published
+    /// position). `None` if a slice is lent; else `Some(empty)`.
+    #[inline]
+    pub(crate) fn publish_unlent_and_check_empty(&self) -> Option<bool> {
+        if self.lent.get() {
+            return None;
+        }
+        let pos = self.pos.get();
+        self.published.set(pos);
+        Some(self.ring.publish_and_check_empty(pos))
+    }
+
+    /// [`publish`](Self::publish), then the wakeup fence and re-check.
+    pub(crate) fn publish_and_check_empty(&mut self) -> bool {
+        let pos = self.pos.get();
+        self.published.set(pos);
+        self.lent.set(false);
+        self.ring.publish_and_check_empty(pos)
+    }
+
+    /// Delivers records up to the producer position loaded now, within the
+    /// budget, then publishes once. Returns (records, bytes, how it ended).
+    #[inline]
+    pub(crate) fn drain<F>(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
+        mut f: F,
+    ) -> (usize, usize, DrainEnd)
+    where
+        F: FnMut(&[u8]) -> ControlFlow<()>,
+    {
+        let mut pos = self.pos.get();
+        let prod = self.ring.load_producer();
+        if let Err(Peek::Corrupt { len, available }) = self.ring.check_producer(pos, prod) {
+            self.publish();
+            return (
+                0,
+                0,
+                DrainEnd::Corrupt {
+                    pos,
+                    len,
+                    available,
+                },
+            );
+        }
+        let mut records = 0usize;
+        let mut bytes = 0usize;
+        let end = loop {
+            if pos == prod {
+                break DrainEnd::Empty;
+            }
+            if records >= max_records || bytes >= max_bytes {
+                break DrainEnd::Budget;
+            }
+            match self.ring.peek(pos, prod) {
+                Peek::Record { len, next } => {
+                    // SAFETY: `peek` returned `Record`. The slice is lent to `f`
+                    // for this call only (`F: FnMut(&[u8])` is higher-ranked, so
+                    // it cannot keep it), and we publish only after `f` returns.
+                    let rec = unsafe { self.ring.record(pos, len) };
+                    pos = next;
+                    records += 1;
+                    bytes += len;
+                    if f(rec).is_break() {
+                        break DrainEnd::Callback;
+                    }
+                }
+                Peek::Discard { next } => pos = next,
+                Peek::Busy => break DrainEnd::Busy,
+                Peek::Corrupt { len, available } => {
+                    break DrainEnd::Corrupt {
+                        pos,
+                        len,
+                        available,
+                    }
+                }
+            }
+        };
+        self.pos.set(pos);
+        self.prod.set(prod);
+        self.publish();
+        (records, bytes, end)
+    }
+}

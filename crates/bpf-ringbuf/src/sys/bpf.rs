@@ -1,0 +1,475 @@
+//! The `bpf(2)` system call: commands, `union bpf_attr` members and
+//! `struct bpf_map_info`, mirrored from `include/uapi/linux/bpf.h`.
+
+use std::ffi::CString;
+use std::mem::size_of;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use super::cvt;
+use crate::error::Error;
+
+pub(crate) const BPF_MAP_CREATE: u32 = 0;
+#[cfg(feature = "testing")]
+pub(crate) const BPF_MAP_LOOKUP_ELEM: u32 = 1;
+#[cfg(feature = "testing")]
+pub(crate) const BPF_MAP_UPDATE_ELEM: u32 = 2;
+#[cfg(feature = "testing")]
+pub(crate) const BPF_PROG_LOAD: u32 = 5;
+pub(crate) const BPF_OBJ_PIN: u32 = 6;
+pub(crate) const BPF_OBJ_GET: u32 = 7;
+#[cfg(feature = "testing")]
+pub(crate) const BPF_PROG_TEST_RUN: u32 = 10;
+pub(crate) const BPF_MAP_GET_FD_BY_ID: u32 = 14;
+pub(crate) const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+
+/// `BPF_MAP_TYPE_ARRAY`.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_RINGBUF`: kernel producer, userspace consumer.
+pub(crate) const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+/// `BPF_MAP_TYPE_USER_RINGBUF`: userspace producer, kernel consumer.
+#[cfg(test)]
+pub(crate) const BPF_MAP_TYPE_USER_RINGBUF: u32 = 31;
+
+/// `BPF_PROG_TYPE_SOCKET_FILTER`, runnable with `BPF_PROG_TEST_RUN`.
+#[cfg(feature = "testing")]
+pub(crate) const BPF_PROG_TYPE_SOCKET_FILTER: u32 = 1;
+
+/// The `BPF_MAP_CREATE` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct MapCreateAttr {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub inner_map_fd: u32,
+    pub numa_node: u32,
+    pub map_name: [u8; 16],
+    pub map_ifindex: u32,
+    pub btf_fd: u32,
+    pub btf_key_type_id: u32,
+    pub btf_value_type_id: u32,
+    pub btf_vmlinux_value_type_id: u32,
+    pub map_extra: u64,
+}
+
+/// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct MapElemAttr {
+    pub map_fd: u32,
+    pub _pad: u32,
+    pub key: u64,
+    pub value: u64,
+    pub flags: u64,
+}
+
+/// The `BPF_OBJ_PIN`/`BPF_OBJ_GET` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct ObjAttr {
+    pub pathname: u64,
+    pub bpf_fd: u32,
+    pub file_flags: u32,
+    pub path_fd: i32,
+    pub _pad: u32,
+}
+
+/// The `BPF_*_GET_FD_BY_ID` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct GetIdAttr {
+    pub id: u32,
+    pub next_id: u32,
+    pub open_flags: u32,
+}
+
+/// The `BPF_OBJ_GET_INFO_BY_FD` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct InfoAttr {
+    pub bpf_fd: u32,
+    pub info_len: u32,
+    pub info: u64,
+}
+
+/// The `BPF_PROG_LOAD` member of `union bpf_attr` (up to `expected_attach_type`).
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct ProgLoadAttr {
+    pub prog_type: u32,
+    pub insn_cnt: u32,
+    pub insns: u64,
+    pub license: u64,
+    pub log_level: u32,
+    pub log_size: u32,
+    pub log_buf: u64,
+    pub kern_version: u32,
+    pub prog_flags: u32,
+    pub prog_name: [u8; 16],
+    pub prog_ifindex: u32,
+    pub expected_attach_type: u32,
+}
+
+/// The `BPF_PROG_TEST_RUN` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+pub(crate) struct TestRunAttr {
+    pub prog_fd: u32,
+    pub retval: u32,
+    pub data_size_in: u32,
+    pub data_size_out: u32,
+    pub data_in: u64,
+    pub data_out: u64,
+    pub repeat: u32,
+    pub duration: u32,
+    pub ctx_size_in: u32,
+    pub ctx_size_out: u32,
+    pub ctx_in: u64,
+    pub ctx_out: u64,
+    pub flags: u32,
+    pub cpu: u32,
+    pub batch_size: u32,
+    pub _pad: u32,
+}
+
+/// `struct bpf_map_info` (up to `map_extra`).
+#[repr(C)]
+#[derive(Default, Debug, Clone)]
+pub(crate) struct MapInfo {
+    pub map_type: u32,
+    pub id: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub name: [u8; 16],
+    pub ifindex: u32,
+    pub btf_vmlinux_value_type_id: u32,
+    pub netns_dev: u64,
+    pub netns_ino: u64,
+    pub btf_id: u32,
+    pub btf_key_type_id: u32,
+    pub btf_value_type_id: u32,
+    pub btf_vmlinux_id: u32,
+    pub map_extra: u64,
+}
+
+/// `bpf(cmd, attr, sizeof(*attr))`.
+fn bpf<T>(call: &'static str, cmd: u32, attr: &mut T) -> Result<libc::c_long, Error> {
+    // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` bpf_attr member
+    // of exactly `size_of::<T>()` bytes; the kernel zero-extends the rest. Any
+    // pointers inside it were set by our caller to memory that outlives the call.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd as libc::c_long,
+            attr as *mut T as *mut libc::c_void,
+            size_of::<T>() as libc::c_long,
+        )
+    };
+    cvt(call, ret)
+}
+
+/// Wraps a descriptor returned by a successful `bpf()` call.
+fn owned(ret: libc::c_long) -> OwnedFd {
+    // SAFETY: `ret` is a new descriptor the kernel just returned to us.
+    unsafe { OwnedFd::from_raw_fd(ret as RawFd) }
+}
+
+fn obj_name(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (o, b) in out
+        .iter_mut()
+        .zip(
+            name.bytes()
+                .filter(|b| b.is_ascii_alphanumeric() || *b == b'_'),
+        )
+        .take(15)
+    {
+        *o = b;
+    }
+    out
+}
+
+/// `bpf(BPF_MAP_CREATE)`: creates a map.
+pub(crate) fn map_create(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    name: &str,
+) -> Result<OwnedFd, Error> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        map_name: obj_name(name),
+        ..Default::default()
+    };
+    bpf("bpf(BPF_MAP_CREATE)", BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
+/// `bpf(BPF_OBJ_GET_INFO_BY_FD)` on a map.
+pub(crate) fn map_info(fd: BorrowedFd<'_>) -> Result<MapInfo, Error> {
+    let mut info = MapInfo::default();
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: size_of::<MapInfo>() as u32,
+        info: &mut info as *mut MapInfo as u64,
+    };
+    bpf(
+        "bpf(BPF_OBJ_GET_INFO_BY_FD)",
+        BPF_OBJ_GET_INFO_BY_FD,
+        &mut attr,
+    )?;
+    Ok(info)
+}
+
+fn c_path(path: &std::path::Path) -> Result<CString, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Syscall {
+        call: "bpf(BPF_OBJ_*)",
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+    })
+}
+
+/// `bpf(BPF_OBJ_PIN)`: pins an object in a bpffs.
+pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> Result<(), Error> {
+    let cpath = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: cpath.as_ptr() as u64,
+        bpf_fd: fd.as_raw_fd() as u32,
+        ..Default::default()
+    };
+    bpf("bpf(BPF_OBJ_PIN)", BPF_OBJ_PIN, &mut attr).map(drop)
+}
+
+/// `bpf(BPF_OBJ_GET)`: opens a pinned object.
+pub(crate) fn obj_get(path: &std::path::Path) -> Result<OwnedFd, Error> {
+    let cpath = c_path(path)?;
+    let mut attr = ObjAttr {
+        pathname: cpath.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf("bpf(BPF_OBJ_GET)", BPF_OBJ_GET, &mut attr).map(owned)
+}
+
+/// `bpf(BPF_MAP_GET_FD_BY_ID)`: opens a map by its id.
+pub(crate) fn map_get_fd_by_id(id: u32) -> Result<OwnedFd, Error> {
+    let mut attr = GetIdAttr {
+        id,
+        ..Default::default()
+    };
+    bpf("bpf(BPF_MAP_GET_FD_BY_ID)", BPF_MAP_GET_FD_BY_ID, &mut attr).map(owned)
+}
+
+/// `bpf(BPF_MAP_UPDATE_ELEM)` with `BPF_ANY`.
+#[cfg(feature = "testing")]
+pub(crate) fn map_update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> Result<(), Error> {
+    let mut attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_ptr() as u64,
+        ..Default::default()
+    };
+    bpf("bpf(BPF_MAP_UPDATE_ELEM)", BPF_MAP_UPDATE_ELEM, &mut attr).map(drop)
+}
+
+/// `bpf(BPF_MAP_LOOKUP_ELEM)`: copies the value into `value`, which must be
+/// exactly the map's value size.
+#[cfg(feature = "testing")]
+pub(crate) fn map_lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<(), Error> {
+    let mut attr = MapElemAttr {
+        map_fd: fd.as_raw_fd() as u32,
+        key: key.as_ptr() as u64,
+        value: value.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    bpf("bpf(BPF_MAP_LOOKUP_ELEM)", BPF_MAP_LOOKUP_ELEM, &mut attr).map(drop)
+}
+
+/// `bpf(BPF_PROG_LOAD)`. On failure the verifier log is returned in the error.
+#[cfg(feature = "testing")]
+pub(crate) fn prog_load(prog_type: u32, insns: &[u64], name: &str) -> Result<OwnedFd, Error> {
+    let license = c"GPL";
+    let mut attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        prog_name: obj_name(name),
+        ..Default::default()
+    };
+    match bpf("bpf(BPF_PROG_LOAD)", BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(Error::PermissionDenied { call, source })
+            if source.raw_os_error() == Some(libc::EPERM) =>
+        {
+            Err(Error::PermissionDenied { call, source })
+        }
+        Err(first) => {
+            // Load again with a log, to say why the verifier refused it.
+            let mut log = vec![0u8; 1 << 20];
+            attr.log_level = 1;
+            attr.log_size = log.len() as u32;
+            attr.log_buf = log.as_mut_ptr() as u64;
+            let source = match bpf("bpf(BPF_PROG_LOAD)", BPF_PROG_LOAD, &mut attr) {
+                Ok(fd) => return Ok(owned(fd)),
+                Err(Error::Syscall { source, .. } | Error::PermissionDenied { source, .. }) => {
+                    source
+                }
+                Err(_) => return Err(first),
+            };
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            let text = String::from_utf8_lossy(&log[..end]);
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            let log = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+            Err(Error::ProgramRejected { source, log })
+        }
+    }
+}
+
+/// What `BPF_PROG_TEST_RUN` reports.
+#[cfg(feature = "testing")]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TestRunResult {
+    /// Mean nanoseconds per run, as measured by the kernel.
+    pub duration_ns: u32,
+}
+
+/// `bpf(BPF_PROG_TEST_RUN)` with `repeat` runs over `data_in`, and `ctx_in`
+/// as the program's context (for skb programs, a prefix of `struct __sk_buff`).
+#[cfg(feature = "testing")]
+pub(crate) fn prog_test_run(
+    prog: BorrowedFd<'_>,
+    data_in: &[u8],
+    ctx_in: &[u8],
+    repeat: u32,
+) -> Result<TestRunResult, Error> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: data_in.len() as u32,
+        data_in: data_in.as_ptr() as u64,
+        repeat,
+        ctx_size_in: ctx_in.len() as u32,
+        ctx_in: if ctx_in.is_empty() {
+            0
+        } else {
+            ctx_in.as_ptr() as u64
+        },
+        ..Default::default()
+    };
+    bpf("bpf(BPF_PROG_TEST_RUN)", BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(TestRunResult {
+        duration_ns: attr.duration,
+    })
+}
+
+/// A human name for a `BPF_MAP_TYPE_*` value, for error messages.
+pub(crate) fn map_type_name(t: u32) -> &'static str {
+    const NAMES: &[&str] = &[
+        "UNSPEC",
+        "HASH",
+        "ARRAY",
+        "PROG_ARRAY",
+        "PERF_EVENT_ARRAY",
+        "PERCPU_HASH",
+        "PERCPU_ARRAY",
+        "STACK_TRACE",
+        "CGROUP_ARRAY",
+        "LRU_HASH",
+        "LRU_PERCPU_HASH",
+        "LPM_TRIE",
+        "ARRAY_OF_MAPS",
+        "HASH_OF_MAPS",
+        "DEVMAP",
+        "SOCKMAP",
+        "CPUMAP",
+        "XSKMAP",
+        "SOCKHASH",
+        "CGROUP_STORAGE",
+        "REUSEPORT_SOCKARRAY",
+        "PERCPU_CGROUP_STORAGE",
+        "QUEUE",
+        "STACK",
+        "SK_STORAGE",
+        "DEVMAP_HASH",
+        "STRUCT_OPS",
+        "RINGBUF",
+        "INODE_STORAGE",
+        "TASK_STORAGE",
+        "BLOOM_FILTER",
+        "USER_RINGBUF",
+        "CGRP_STORAGE",
+        "ARENA",
+        "INSN_ARRAY",
+    ];
+    NAMES.get(t as usize).copied().unwrap_or("UNKNOWN")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn map_create_attr_layout() {
+        assert_eq!(offset_of!(MapCreateAttr, map_flags), 16);
+        assert_eq!(offset_of!(MapCreateAttr, map_name), 28);
+        assert_eq!(offset_of!(MapCreateAttr, map_ifindex), 44);
+        assert_eq!(offset_of!(MapCreateAttr, btf_vmlinux_value_type_id), 60);
+        assert_eq!(offset_of!(MapCreateAttr, map_extra), 64);
+        assert_eq!(size_of::<MapCreateAttr>(), 72);
+    }
+
+    #[test]
+    fn small_attr_layouts() {
+        assert_eq!(offset_of!(MapElemAttr, key), 8);
+        assert_eq!(offset_of!(MapElemAttr, flags), 24);
+        assert_eq!(offset_of!(ObjAttr, bpf_fd), 8);
+        assert_eq!(offset_of!(ObjAttr, path_fd), 16);
+        assert_eq!(size_of::<GetIdAttr>(), 12);
+        assert_eq!(offset_of!(InfoAttr, info), 8);
+        assert_eq!(size_of::<InfoAttr>(), 16);
+    }
+
+    #[test]
+    fn prog_attr_layouts() {
+        assert_eq!(offset_of!(ProgLoadAttr, insns), 8);
+        assert_eq!(offset_of!(ProgLoadAttr, license), 16);
+        assert_eq!(offset_of!(ProgLoadAttr, log_level), 24);
+        assert_eq!(offset_of!(ProgLoadAttr, log_buf), 32);
+        assert_eq!(offset_of!(ProgLoadAttr, kern_version), 40);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
+        assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(offset_of!(TestRunAttr, data_in), 16);
+        assert_eq!(offset_of!(TestRunAttr, repeat), 32);
+        assert_eq!(offset_of!(TestRunAttr, duration), 36);
+        assert_eq!(offset_of!(TestRunAttr, ctx_in), 48);
+        assert_eq!(offset_of!(TestRunAttr, flags), 64);
+        assert_eq!(offset_of!(TestRunAttr, batch_size), 72);
+    }
+
+    #[test]
+    fn map_info_layout() {
+        assert_eq!(offset_of!(MapInfo, max_entries), 16);
+        assert_eq!(offset_of!(MapInfo, name), 24);
+        assert_eq!(offset_of!(MapInfo, netns_dev), 48);
+        assert_eq!(offset_of!(MapInfo, btf_id), 64);
+        assert_eq!(offset_of!(MapInfo, map_extra), 80);
+        assert_eq!(size_of::<MapInfo>(), 88);
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(map_type_name(BPF_MAP_TYPE_RINGBUF), "RINGBUF");
+        assert_eq!(map_type_name(BPF_MAP_TYPE_USER_RINGBUF), "USER_RINGBUF");
+        assert_eq!(map_type_name(BPF_MAP_TYPE_ARRAY), "ARRAY");
+        assert_eq!(map_type_name(9999), "UNKNOWN");
+        assert_eq!(&obj_name("a-b_c")[..4], b"ab_c");
+    }
+}

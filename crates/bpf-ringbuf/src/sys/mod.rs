@@ -1,0 +1,105 @@
+//! Kernel ABI and raw system calls: `bpf()`, `mmap`, `epoll`, `eventfd`.
+//!
+//! # Safety
+//!
+//! This module and [`crate::ring`] are the only places that use `unsafe`.
+//! Every call here passes pointers to memory owned by the caller for the
+//! duration of the call, and every structure handed to the kernel is a
+//! `#[repr(C)]` mirror of the UAPI layout, checked by the layout tests below.
+
+pub(crate) mod bpf;
+pub(crate) mod epoll;
+pub(crate) mod mmap;
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::error::Error;
+
+/// `sysconf(_SC_PAGESIZE)`: the runtime page size. Never assume 4096.
+pub(crate) fn page_size() -> usize {
+    use std::sync::OnceLock;
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if v <= 0 {
+            4096
+        } else {
+            v as usize
+        }
+    })
+}
+
+/// Turns a `-1`/errno return into an [`Error`] that names the call.
+pub(crate) fn cvt(call: &'static str, ret: libc::c_long) -> Result<libc::c_long, Error> {
+    if ret < 0 {
+        Err(Error::from_syscall(call, io::Error::last_os_error()))
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `fcntl(fd, F_DUPFD_CLOEXEC, 3)`: duplicates a descriptor, keeping close-on-exec.
+pub(crate) fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
+    // SAFETY: fcntl on a borrowed fd; the result, if valid, is a new descriptor we own.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    let ret = cvt("fcntl(F_DUPFD_CLOEXEC)", ret as libc::c_long)? as RawFd;
+    // SAFETY: `ret` is a fresh descriptor returned by the kernel, owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// `readlink("/proc/self/fd/N")`: what kind of file a descriptor refers to.
+///
+/// BPF maps show as `anon_inode:bpf-map`. Returns `None` when procfs is not
+/// available, in which case callers fall back to the kernel's own checks.
+pub(crate) fn fd_kind(fd: BorrowedFd<'_>) -> Option<String> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
+
+/// `fcntl(fd, F_GETFD)`: whether a descriptor is open at all.
+pub(crate) fn fd_is_open(fd: BorrowedFd<'_>) -> bool {
+    // SAFETY: F_GETFD only inspects the descriptor table.
+    unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) >= 0 }
+}
+
+/// `BPF_FS_MAGIC`, the `f_type` of a mounted bpffs.
+#[cfg(feature = "testing")]
+const BPF_FS_MAGIC: libc::c_long = 0xcafe4a11;
+
+/// `statfs(path)`: whether `path` is the root of a mounted bpffs.
+#[cfg(feature = "testing")]
+pub(crate) fn is_bpffs(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data; zeroed is a valid initial value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable statfs.
+    let ret = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    ret == 0 && st.f_type as libc::c_long == BPF_FS_MAGIC
+}
+
+/// `mount("bpf", path, "bpf", 0, NULL)`: mounts a bpffs.
+#[cfg(feature = "testing")]
+pub(crate) fn mount_bpffs(path: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Syscall {
+        call: "mount(bpf)",
+        source: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+    })?;
+    // SAFETY: all arguments are NUL-terminated strings or NULL.
+    let ret = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            c.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    cvt("mount(bpf)", ret as libc::c_long).map(drop)
+}

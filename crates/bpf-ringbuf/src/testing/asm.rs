@@ -1,0 +1,207 @@
+//! A tiny BPF assembler: just the instructions the test producer needs,
+//! with forward labels. No clang, no object files.
+
+/// A BPF register.
+pub(crate) type Reg = u8;
+
+pub(crate) const R0: Reg = 0;
+pub(crate) const R1: Reg = 1;
+pub(crate) const R2: Reg = 2;
+pub(crate) const R3: Reg = 3;
+pub(crate) const R6: Reg = 6;
+pub(crate) const R7: Reg = 7;
+pub(crate) const R8: Reg = 8;
+pub(crate) const R9: Reg = 9;
+pub(crate) const R10: Reg = 10;
+
+// Opcodes (class | size/op | source).
+const ALU64_MOV_K: u8 = 0xb7;
+const ALU64_MOV_X: u8 = 0xbf;
+const ALU64_ADD_K: u8 = 0x07;
+const ALU64_XOR_X: u8 = 0xaf;
+const ALU64_OR_X: u8 = 0x4f;
+const ALU64_RSH_K: u8 = 0x77;
+const ALU64_LSH_K: u8 = 0x67;
+const ALU64_MOD_K: u8 = 0x97;
+const JMP_JA: u8 = 0x05;
+const JMP_JEQ_K: u8 = 0x15;
+const JMP_JNE_K: u8 = 0x55;
+const JMP_CALL: u8 = 0x85;
+const JMP_EXIT: u8 = 0x95;
+const LD_IMM64: u8 = 0x18;
+const LDX_W: u8 = 0x61;
+const ST_W: u8 = 0x62;
+const STX_W: u8 = 0x63;
+const STX_B: u8 = 0x73;
+const STX_DW: u8 = 0x7b;
+const ATOMIC_DW: u8 = 0xdb;
+const BPF_ADD: i32 = 0x00;
+const BPF_FETCH: i32 = 0x01;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+
+/// Helper function ids.
+pub(crate) const FN_MAP_LOOKUP_ELEM: i32 = 1;
+pub(crate) const FN_RINGBUF_RESERVE: i32 = 131;
+pub(crate) const FN_RINGBUF_SUBMIT: i32 = 132;
+pub(crate) const FN_RINGBUF_DISCARD: i32 = 133;
+
+/// A jump target, resolved by [`Asm::finish`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Label(usize);
+
+#[derive(Debug, Default)]
+pub(crate) struct Asm {
+    insns: Vec<u64>,
+    labels: Vec<Option<usize>>,
+    fixups: Vec<(usize, Label)>,
+}
+
+fn insn(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> u64 {
+    let mut b = [0u8; 8];
+    b[0] = code;
+    b[1] = (dst & 0xf) | (src << 4);
+    b[2..4].copy_from_slice(&off.to_le_bytes());
+    b[4..8].copy_from_slice(&imm.to_le_bytes());
+    u64::from_le_bytes(b)
+}
+
+impl Asm {
+    fn push(&mut self, code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> &mut Self {
+        self.insns.push(insn(code, dst, src, off, imm));
+        self
+    }
+
+    pub(crate) fn label(&mut self) -> Label {
+        self.labels.push(None);
+        Label(self.labels.len() - 1)
+    }
+
+    pub(crate) fn bind(&mut self, l: Label) -> &mut Self {
+        self.labels[l.0] = Some(self.insns.len());
+        self
+    }
+
+    fn jump(&mut self, code: u8, dst: Reg, imm: i32, to: Label) -> &mut Self {
+        self.fixups.push((self.insns.len(), to));
+        self.push(code, dst, 0, 0, imm)
+    }
+
+    pub(crate) fn mov_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
+        self.push(ALU64_MOV_K, dst, 0, 0, imm)
+    }
+    pub(crate) fn mov(&mut self, dst: Reg, src: Reg) -> &mut Self {
+        self.push(ALU64_MOV_X, dst, src, 0, 0)
+    }
+    pub(crate) fn add_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
+        self.push(ALU64_ADD_K, dst, 0, 0, imm)
+    }
+    pub(crate) fn xor(&mut self, dst: Reg, src: Reg) -> &mut Self {
+        self.push(ALU64_XOR_X, dst, src, 0, 0)
+    }
+    pub(crate) fn or(&mut self, dst: Reg, src: Reg) -> &mut Self {
+        self.push(ALU64_OR_X, dst, src, 0, 0)
+    }
+    pub(crate) fn rsh_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
+        self.push(ALU64_RSH_K, dst, 0, 0, imm)
+    }
+    pub(crate) fn lsh_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
+        self.push(ALU64_LSH_K, dst, 0, 0, imm)
+    }
+    pub(crate) fn mod_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
+        self.push(ALU64_MOD_K, dst, 0, 0, imm)
+    }
+    /// `dst = imm64` (two instruction slots).
+    pub(crate) fn ld_imm64(&mut self, dst: Reg, imm: u64) -> &mut Self {
+        self.push(LD_IMM64, dst, 0, 0, imm as u32 as i32);
+        self.push(0, 0, 0, 0, (imm >> 32) as u32 as i32)
+    }
+    /// `dst = map` (the map fd, resolved by the kernel at load).
+    pub(crate) fn ld_map_fd(&mut self, dst: Reg, fd: i32) -> &mut Self {
+        self.push(LD_IMM64, dst, BPF_PSEUDO_MAP_FD, 0, fd);
+        self.push(0, 0, 0, 0, 0)
+    }
+    pub(crate) fn ldx_w(&mut self, dst: Reg, src: Reg, off: i16) -> &mut Self {
+        self.push(LDX_W, dst, src, off, 0)
+    }
+    pub(crate) fn st_w(&mut self, dst: Reg, off: i16, imm: i32) -> &mut Self {
+        self.push(ST_W, dst, 0, off, imm)
+    }
+    pub(crate) fn stx_w(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.push(STX_W, dst, src, off, 0)
+    }
+    pub(crate) fn stx_b(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.push(STX_B, dst, src, off, 0)
+    }
+    pub(crate) fn stx_dw(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.push(STX_DW, dst, src, off, 0)
+    }
+    /// `lock *(u64 *)(dst + off) += src`.
+    pub(crate) fn atomic_add(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.push(ATOMIC_DW, dst, src, off, BPF_ADD)
+    }
+    /// `src = atomic_fetch_add((u64 *)(dst + off), src)`.
+    pub(crate) fn atomic_fetch_add(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
+        self.push(ATOMIC_DW, dst, src, off, BPF_ADD | BPF_FETCH)
+    }
+    pub(crate) fn jeq_imm(&mut self, dst: Reg, imm: i32, to: Label) -> &mut Self {
+        self.jump(JMP_JEQ_K, dst, imm, to)
+    }
+    pub(crate) fn jne_imm(&mut self, dst: Reg, imm: i32, to: Label) -> &mut Self {
+        self.jump(JMP_JNE_K, dst, imm, to)
+    }
+    pub(crate) fn ja(&mut self, to: Label) -> &mut Self {
+        self.jump(JMP_JA, 0, 0, to)
+    }
+    pub(crate) fn call(&mut self, helper: i32) -> &mut Self {
+        self.push(JMP_CALL, 0, 0, 0, helper)
+    }
+    pub(crate) fn exit(&mut self) -> &mut Self {
+        self.push(JMP_EXIT, 0, 0, 0, 0)
+    }
+
+    /// Resolves jumps. Panics on an unbound label or an out-of-range jump,
+    /// both bugs in the program generator.
+    pub(crate) fn finish(mut self) -> Vec<u64> {
+        for (at, label) in std::mem::take(&mut self.fixups) {
+            let target = self.labels[label.0].expect("unbound label");
+            let off = target as i64 - at as i64 - 1;
+            let off = i16::try_from(off).expect("jump out of range");
+            let mut b = self.insns[at].to_le_bytes();
+            b[2..4].copy_from_slice(&off.to_le_bytes());
+            self.insns[at] = u64::from_le_bytes(b);
+        }
+        self.insns
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.insns.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_like_the_kernel() {
+        // r1 = 0x1234 : b7 01 00 00 34 12 00 00
+        assert_eq!(
+            insn(ALU64_MOV_K, R1, 0, 0, 0x1234).to_le_bytes(),
+            [0xb7, 0x01, 0, 0, 0x34, 0x12, 0, 0]
+        );
+        // *(u64 *)(r10 - 8) = r1 : 7b 1a f8 ff 00 00 00 00
+        assert_eq!(
+            insn(STX_DW, R10, R1, -8, 0).to_le_bytes(),
+            [0x7b, 0x1a, 0xf8, 0xff, 0, 0, 0, 0]
+        );
+    }
+
+    #[test]
+    fn labels_resolve() {
+        let mut a = Asm::default();
+        let l = a.label();
+        a.jeq_imm(R0, 0, l).mov_imm(R0, 1).bind(l).exit();
+        let p = a.finish();
+        assert_eq!(p[0].to_le_bytes()[2], 1, "skips one instruction");
+    }
+}

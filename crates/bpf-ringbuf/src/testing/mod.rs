@@ -1,0 +1,183 @@
+//! Test support (feature `testing`): a kernel producer that needs no BPF
+//! compiler, the payload format it writes, and helpers for privileged tests.
+//!
+//! ```no_run
+//! # fn main() -> bpf_ringbuf::Result<()> {
+//! use bpf_ringbuf::testing::{check_payload, KernelProducer, ProducerConfig};
+//! use bpf_ringbuf::{Reader, RingBuf};
+//!
+//! let ring = RingBuf::create(1 << 20)?;
+//! let producer = KernelProducer::new(&ring, ProducerConfig::default())?;
+//! let report = producer.produce(1000)?;
+//! assert_eq!(report.submitted, 1000);
+//!
+//! let mut reader = Reader::new(&ring)?;
+//! reader.set_deadline(Some(std::time::Instant::now()));
+//! let mut expected = 0;
+//! while let Ok(rec) = reader.read_zero_copy() {
+//!     assert_eq!(check_payload(rec).unwrap(), expected);
+//!     expected += 1;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod asm;
+mod producer;
+
+pub use producer::{KernelProducer, ProduceReport, ProducerConfig, RecordSize, Wakeup};
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The environment variable that turns a skipped privileged test into a failure.
+pub const REQUIRE_PRIVILEGED_ENV: &str = "BPF_RINGBUF_REQUIRE_PRIVILEGED";
+
+const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Word `w` (bytes `8w..8w+8`, little-endian) of the payload of record `seq`
+/// of length `len`:
+///
+/// * word 0 is `seq`;
+/// * word 1 holds `len as u32` in its low half, and the high half of the pattern;
+/// * word `w >= 2` is the pattern `seq ^ (0x9E3779B97F4A7C15 * (w + 1))`.
+///
+/// A payload shorter than a word boundary is these words truncated.
+pub fn payload_word(seq: u64, len: usize, w: usize) -> u64 {
+    match w {
+        0 => seq,
+        _ => {
+            let p = seq ^ GOLDEN.wrapping_mul(w as u64 + 1);
+            if w == 1 {
+                (p & !0xffff_ffff) | (len as u32 as u64)
+            } else {
+                p
+            }
+        }
+    }
+}
+
+/// Fills `buf` with the payload the kernel producer writes for `seq`.
+pub fn fill_payload(seq: u64, buf: &mut [u8]) {
+    let len = buf.len();
+    for (w, chunk) in buf.chunks_mut(8).enumerate() {
+        let bytes = payload_word(seq, len, w).to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// A payload that does not match what the producer wrote.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// Shorter than the 8-byte sequence number.
+    #[error("record of {0} bytes is shorter than its sequence number")]
+    TooShort(usize),
+    /// A byte differs.
+    #[error("record seq {seq}: byte {offset} is {found:#04x}, expected {expected:#04x}")]
+    Mismatch {
+        /// The sequence number the record claims.
+        seq: u64,
+        /// Offset of the first wrong byte.
+        offset: usize,
+        /// The byte the pattern requires.
+        expected: u8,
+        /// The byte found.
+        found: u8,
+    },
+}
+
+/// Checks every byte of a record written by [`KernelProducer`] and returns
+/// its sequence number.
+pub fn check_payload(rec: &[u8]) -> std::result::Result<u64, PayloadError> {
+    if rec.len() < 8 {
+        return Err(PayloadError::TooShort(rec.len()));
+    }
+    let seq = u64::from_le_bytes(rec[..8].try_into().expect("8 bytes"));
+    for (w, chunk) in rec.chunks(8).enumerate() {
+        let want = payload_word(seq, rec.len(), w).to_le_bytes();
+        if chunk != &want[..chunk.len()] {
+            let i = chunk
+                .iter()
+                .zip(want)
+                .position(|(a, b)| *a != b)
+                .expect("chunks differ");
+            return Err(PayloadError::Mismatch {
+                seq,
+                offset: 8 * w + i,
+                expected: want[i],
+                found: chunk[i],
+            });
+        }
+    }
+    Ok(seq)
+}
+
+/// Whether this process can create ring buffers. If not, prints a loud
+/// `SKIPPED` line and returns `false` — or panics when the environment
+/// variable [`REQUIRE_PRIVILEGED_ENV`] is `1` (as CI sets it), so a
+/// privileged test can never pass by skipping there.
+pub fn privileged_or_skip(test: &str) -> bool {
+    match crate::RingBuf::create(crate::page_size()) {
+        Ok(_) => true,
+        Err(e @ Error::PermissionDenied { .. }) => {
+            if std::env::var(REQUIRE_PRIVILEGED_ENV).as_deref() == Ok("1") {
+                panic!("{test}: privileged test cannot run ({e}) and {REQUIRE_PRIVILEGED_ENV}=1");
+            }
+            eprintln!("SKIPPED {test}: needs CAP_BPF or root ({e})");
+            false
+        }
+        Err(e) => panic!("{test}: cannot create a ring buffer: {e}"),
+    }
+}
+
+/// The bpffs mount point, mounting it at `/sys/fs/bpf` if needed (a fresh
+/// machine has the directory but no mount). Needs root.
+pub fn ensure_bpffs() -> Result<PathBuf> {
+    let path = Path::new("/sys/fs/bpf");
+    if !crate::sys::is_bpffs(path) {
+        crate::sys::mount_bpffs(path)?;
+    }
+    Ok(path.to_path_buf())
+}
+
+/// A fresh path for a pin under the bpffs, unique to this process and call.
+pub fn temp_pin_path(name: &str) -> Result<PathBuf> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let p = ensure_bpffs()?.join(format!(
+        "bpf_ringbuf_test_{}_{}_{n}",
+        std::process::id(),
+        name
+    ));
+    let _ = std::fs::remove_file(&p);
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_roundtrip() {
+        for len in [8, 9, 12, 13, 16, 17, 64, 100, 4096] {
+            let mut buf = vec![0u8; len];
+            fill_payload(12345, &mut buf);
+            assert_eq!(check_payload(&buf), Ok(12345));
+            if len >= 12 {
+                assert_eq!(
+                    u32::from_le_bytes(buf[8..12].try_into().unwrap()) as usize,
+                    len
+                );
+            }
+            let last = len - 1;
+            buf[last] ^= 1;
+            assert!(matches!(
+                check_payload(&buf),
+                Err(PayloadError::Mismatch { seq: 12345, offset, .. }) if offset == last
+            ));
+        }
+        assert_eq!(check_payload(&[1, 2, 3]), Err(PayloadError::TooShort(3)));
+    }
+}

@@ -1,0 +1,423 @@
+//! [`KernelProducer`]: a hand-assembled BPF program that writes records into
+//! a ring buffer from the kernel, run on demand with `BPF_PROG_TEST_RUN`.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use super::asm::*;
+use crate::error::{Error, Result};
+use crate::map::check_map;
+use crate::sys::bpf;
+
+/// Record sizes the producer writes (payload bytes, header excluded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordSize {
+    /// Every record has this many bytes.
+    Fixed(usize),
+    /// Records cycle through these sizes, in order, per map.
+    Mixed(Vec<usize>),
+}
+
+/// The flag passed to `bpf_ringbuf_submit`/`bpf_ringbuf_discard`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Wakeup {
+    /// 0: the kernel wakes the consumer if it had caught up.
+    #[default]
+    Default,
+    /// `BPF_RB_NO_WAKEUP` (1): never wake; the consumer needs a deadline or a flush.
+    NoWakeup,
+    /// `BPF_RB_FORCE_WAKEUP` (2): always wake.
+    ForceWakeup,
+}
+
+impl Wakeup {
+    fn flags(self) -> i32 {
+        match self {
+            Wakeup::Default => 0,
+            Wakeup::NoWakeup => 1,
+            Wakeup::ForceWakeup => 2,
+        }
+    }
+}
+
+/// How a [`KernelProducer`] writes records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// Payload size of each record, 8 to [`ProducerConfig::MAX_RECORD`] bytes.
+    pub size: RecordSize,
+    /// Discard (reserve, fill, then `bpf_ringbuf_discard`) every record whose
+    /// sequence number `seq` has `(seq + 1) % k == 0`. `None`: discard nothing.
+    pub discard_every: Option<u32>,
+    /// The commit flag.
+    pub wakeup: Wakeup,
+}
+
+impl Default for ProducerConfig {
+    /// 64-byte records, no discards, default wakeups.
+    fn default() -> ProducerConfig {
+        ProducerConfig {
+            size: RecordSize::Fixed(64),
+            discard_every: None,
+            wakeup: Wakeup::Default,
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// The largest record payload the generated program writes.
+    pub const MAX_RECORD: usize = 16384;
+    /// The largest sum of sizes in [`RecordSize::Mixed`].
+    pub const MAX_MIXED_TOTAL: usize = 65536;
+
+    /// `Fixed(size)` records with the other settings at their defaults.
+    pub fn fixed(size: usize) -> ProducerConfig {
+        ProducerConfig {
+            size: RecordSize::Fixed(size),
+            ..ProducerConfig::default()
+        }
+    }
+
+    /// Whether the record with sequence number `seq` is discarded.
+    pub fn is_discarded(&self, seq: u64) -> bool {
+        self.discard_every
+            .is_some_and(|k| (seq + 1) % u64::from(k) == 0)
+    }
+
+    fn sizes(&self) -> &[usize] {
+        match &self.size {
+            RecordSize::Fixed(s) => std::slice::from_ref(s),
+            RecordSize::Mixed(v) => v,
+        }
+    }
+
+    fn validate(&self, ring_size: usize) -> Result<()> {
+        let bad = |reason: String| {
+            Err(Error::InvalidArgument {
+                what: "ProducerConfig",
+                reason,
+            })
+        };
+        let sizes = self.sizes();
+        if sizes.is_empty() {
+            return bad("RecordSize::Mixed needs at least one size".into());
+        }
+        for &s in sizes {
+            if !(8..=Self::MAX_RECORD).contains(&s) {
+                return bad(format!(
+                    "record size {s} is outside 8..={}",
+                    Self::MAX_RECORD
+                ));
+            }
+            if (s + 8).next_multiple_of(8) > ring_size - 8 {
+                return bad(format!(
+                    "record size {s} cannot fit a ring of {ring_size} bytes"
+                ));
+            }
+        }
+        if sizes.iter().sum::<usize>() > Self::MAX_MIXED_TOTAL || sizes.len() > 64 {
+            return bad(format!(
+                "mixed sizes: at most 64 sizes summing to {}",
+                Self::MAX_MIXED_TOTAL
+            ));
+        }
+        if self.discard_every == Some(0) || self.discard_every.is_some_and(|k| k > i32::MAX as u32)
+        {
+            return bad("discard_every must be in 1..=i32::MAX".into());
+        }
+        Ok(())
+    }
+}
+
+/// What one [`KernelProducer::produce`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProduceReport {
+    /// Program runs asked for.
+    pub requested: u64,
+    /// Records reserved, filled and submitted.
+    pub submitted: u64,
+    /// Records reserved, filled and discarded.
+    pub discarded: u64,
+    /// Reservations that failed (ring full, or contended), so no record.
+    pub dropped: u64,
+    /// Mean nanoseconds per program run, as `BPF_PROG_TEST_RUN` measured it
+    /// (last chunk of the call).
+    pub ns_per_run: u32,
+    /// Wall time of the call.
+    pub elapsed: Duration,
+}
+
+/// Number of per-call statistics slots; concurrent `produce` calls beyond it wait.
+const SLOTS: u32 = 64;
+/// Stats slot layout: [submitted, discarded, dropped] as u64.
+const STAT_SUBMITTED: i16 = 0;
+const STAT_DISCARDED: i16 = 8;
+const STAT_DROPPED: i16 = 16;
+/// Counter map layout: [next sequence number, size selector] as u64.
+const CTR_SEQ: i16 = 0;
+const CTR_SIZE: i16 = 8;
+
+/// Sequence counters, one per ring buffer map (by map id), shared by every
+/// producer of this process on that map.
+static COUNTERS: Mutex<Vec<(u32, Weak<OwnedFd>)>> = Mutex::new(Vec::new());
+
+fn counters_for(map_id: u32) -> Result<Arc<OwnedFd>> {
+    let mut reg = COUNTERS.lock().unwrap_or_else(|e| e.into_inner());
+    reg.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(fd) = reg
+        .iter()
+        .find(|(id, _)| *id == map_id)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(fd);
+    }
+    let fd = Arc::new(bpf::map_create(
+        bpf::BPF_MAP_TYPE_ARRAY,
+        4,
+        16,
+        1,
+        "rb_test_ctr",
+    )?);
+    reg.push((map_id, Arc::downgrade(&fd)));
+    Ok(fd)
+}
+
+/// A BPF program that writes records into a ring buffer map from the kernel.
+///
+/// Each run reserves one record (`bpf_ringbuf_reserve`), takes the next
+/// sequence number of the map with an atomic fetch-add, fills the record (see
+/// [`payload_word`](super::payload_word): the `u64` sequence number, the `u32`
+/// length, then a pattern derived from the sequence number), then submits or
+/// discards it with the configured flag. A failed reservation is counted as
+/// dropped and uses no sequence number, so the numbers of the records
+/// produced are contiguous from 0 for a new map.
+///
+/// Sequence numbers are unique and increasing across calls and across all
+/// producers of this process on the same map. With two producers running at
+/// once, the ring order of records from different CPUs can differ from their
+/// sequence order (the number is taken after the reservation).
+///
+/// `produce` may be called from several threads at once.
+#[derive(Debug)]
+pub struct KernelProducer {
+    prog: OwnedFd,
+    stats: OwnedFd,
+    counters: Arc<OwnedFd>,
+    slots: Mutex<u64>,
+    slot_free: Condvar,
+    config: ProducerConfig,
+    insns: usize,
+}
+
+impl KernelProducer {
+    /// Loads the producer program for the ring buffer map `map`.
+    ///
+    /// Errors: [`Error::WrongMapType`] and friends for a map that is not a
+    /// ring buffer, [`Error::InvalidArgument`] for a bad config,
+    /// [`Error::PermissionDenied`] without `CAP_BPF`, [`Error::ProgramRejected`]
+    /// with the verifier log if the kernel refuses the program.
+    pub fn new(map: impl AsFd, config: ProducerConfig) -> Result<KernelProducer> {
+        let map = map.as_fd();
+        let checked = check_map(map, bpf::BPF_MAP_TYPE_RINGBUF)?;
+        config.validate(checked.size)?;
+        let stats = bpf::map_create(bpf::BPF_MAP_TYPE_ARRAY, 4, 24, SLOTS, "rb_test_stats")?;
+        let counters = counters_for(checked.id)?;
+        let insns = program(
+            &config,
+            map.as_raw_fd(),
+            stats.as_raw_fd(),
+            counters.as_raw_fd(),
+        );
+        let prog = bpf::prog_load(bpf::BPF_PROG_TYPE_SOCKET_FILTER, &insns, "rb_test_prod")?;
+        Ok(KernelProducer {
+            prog,
+            stats,
+            counters,
+            slots: Mutex::new(0),
+            slot_free: Condvar::new(),
+            config,
+            insns: insns.len(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    /// The number of BPF instructions in the generated program.
+    pub fn instructions(&self) -> usize {
+        self.insns
+    }
+
+    /// The sequence number the next record on this map will get.
+    pub fn next_seq(&self) -> Result<u64> {
+        let mut v = [0u8; 16];
+        bpf::map_lookup(self.counters.as_fd(), &0u32.to_ne_bytes(), &mut v)?;
+        Ok(u64::from_ne_bytes(v[..8].try_into().expect("8 bytes")))
+    }
+
+    /// Runs the program `n` times (`BPF_PROG_TEST_RUN` with `repeat`), each
+    /// run producing one record or one drop, and reports what happened.
+    pub fn produce(&self, n: u64) -> Result<ProduceReport> {
+        let start = Instant::now();
+        let slot = self.take_slot();
+        let result = self.produce_in(slot, n);
+        self.put_slot(slot);
+        let mut report = result?;
+        report.elapsed = start.elapsed();
+        Ok(report)
+    }
+
+    fn produce_in(&self, slot: u32, n: u64) -> Result<ProduceReport> {
+        let key = slot.to_ne_bytes();
+        bpf::map_update(self.stats.as_fd(), &key, &[0u8; 24])?;
+        // Context: a `struct __sk_buff` prefix {len, pkt_type, mark, queue_mapping};
+        // the program reads `mark` as its statistics slot.
+        let mut ctx = [0u8; 16];
+        ctx[8..12].copy_from_slice(&slot.to_ne_bytes());
+        let data = [0u8; 64];
+        let mut report = ProduceReport {
+            requested: n,
+            ..ProduceReport::default()
+        };
+        let mut done = 0u64;
+        while done < n {
+            let chunk = (n - done).min(u64::from(u32::MAX)) as u32;
+            match bpf::prog_test_run(self.prog.as_fd(), &data, &ctx, chunk) {
+                Ok(r) => report.ns_per_run = r.duration_ns,
+                // A signal stops the run early; the slot says how far it got.
+                Err(Error::Syscall { source, .. })
+                    if source.raw_os_error() == Some(libc::EINTR) => {}
+                Err(e) => return Err(e),
+            }
+            let mut v = [0u8; 24];
+            bpf::map_lookup(self.stats.as_fd(), &key, &mut v)?;
+            let get = |i: usize| u64::from_ne_bytes(v[8 * i..8 * i + 8].try_into().expect("8"));
+            report.submitted = get(0);
+            report.discarded = get(1);
+            report.dropped = get(2);
+            done = report.submitted + report.discarded + report.dropped;
+        }
+        Ok(report)
+    }
+
+    fn take_slot(&self) -> u32 {
+        let mut used = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let free = (!*used).trailing_zeros();
+            if free < SLOTS {
+                *used |= 1 << free;
+                return free;
+            }
+            used = self.slot_free.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn put_slot(&self, slot: u32) {
+        let mut used = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        *used &= !(1 << slot);
+        self.slot_free.notify_one();
+    }
+}
+
+/// Generates the producer program. Registers: r6 = ctx, then the sequence
+/// number; r7 = the reserved record; r8 = the counters; r9 = the stats slot.
+fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Vec<u64> {
+    let mut a = Asm::default();
+    let out = a.label();
+    let commit = a.label();
+    let sizes = config.sizes();
+
+    // r9 = &stats[ctx->mark]
+    a.mov(R6, R1).ldx_w(R2, R6, 8).stx_w(R10, -4, R2);
+    a.ld_map_fd(R1, stats)
+        .mov(R2, R10)
+        .add_imm(R2, -4)
+        .call(FN_MAP_LOOKUP_ELEM);
+    a.jeq_imm(R0, 0, out).mov(R9, R0);
+    // r8 = &counters[0]
+    a.st_w(R10, -4, 0);
+    a.ld_map_fd(R1, counters)
+        .mov(R2, R10)
+        .add_imm(R2, -4)
+        .call(FN_MAP_LOOKUP_ELEM);
+    a.jeq_imm(R0, 0, out).mov(R8, R0);
+
+    let blocks: Vec<Label> = sizes.iter().map(|_| a.label()).collect();
+    if sizes.len() > 1 {
+        a.mov_imm(R1, 1).atomic_fetch_add(R8, CTR_SIZE, R1);
+        a.mod_imm(R1, sizes.len() as i32);
+        for (i, l) in blocks.iter().enumerate().skip(1) {
+            a.jeq_imm(R1, i as i32, *l);
+        }
+    }
+    for (&size, &l) in sizes.iter().zip(&blocks) {
+        let filled = a.label();
+        a.bind(l);
+        a.ld_map_fd(R1, ring)
+            .mov_imm(R2, size as i32)
+            .mov_imm(R3, 0);
+        a.call(FN_RINGBUF_RESERVE);
+        a.jne_imm(R0, 0, filled);
+        a.mov_imm(R1, 1).atomic_add(R9, STAT_DROPPED, R1).ja(out);
+        a.bind(filled).mov(R7, R0);
+        a.mov_imm(R1, 1)
+            .atomic_fetch_add(R8, CTR_SEQ, R1)
+            .mov(R6, R1);
+        fill(&mut a, size);
+        a.ja(commit);
+    }
+
+    let flags = config.wakeup.flags();
+    a.bind(commit);
+    if let Some(k) = config.discard_every {
+        let submit = a.label();
+        a.mov(R2, R6)
+            .add_imm(R2, 1)
+            .mod_imm(R2, k as i32)
+            .jne_imm(R2, 0, submit);
+        a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_DISCARD);
+        a.mov_imm(R1, 1).atomic_add(R9, STAT_DISCARDED, R1).ja(out);
+        a.bind(submit);
+    }
+    a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_SUBMIT);
+    a.mov_imm(R1, 1).atomic_add(R9, STAT_SUBMITTED, R1);
+    a.bind(out).mov_imm(R0, 0).exit();
+    a.finish()
+}
+
+/// Writes the payload of `size` bytes for the sequence number in r6 to the
+/// record at r7, word by word (see `payload_word`), unrolled.
+fn fill(a: &mut Asm, size: usize) {
+    for w in 0..size.div_ceil(8) {
+        let off = (8 * w) as i16;
+        if w == 0 {
+            a.mov(R2, R6);
+        } else {
+            a.ld_imm64(
+                R2,
+                super::payload_word(0, 0, w) & if w == 1 { !0xffff_ffff } else { !0 },
+            );
+            a.xor(R2, R6);
+            if w == 1 {
+                a.rsh_imm(R2, 32)
+                    .lsh_imm(R2, 32)
+                    .mov_imm(R3, size as i32)
+                    .or(R2, R3);
+            }
+        }
+        let bytes = (size - 8 * w).min(8);
+        if bytes == 8 {
+            a.stx_dw(R7, off, R2);
+        } else {
+            for b in 0..bytes {
+                a.stx_b(R7, off + b as i16, R2);
+                if b + 1 < bytes {
+                    a.rsh_imm(R2, 8);
+                }
+            }
+        }
+    }
+    debug_assert!(a.len() < 1_000_000);
+}

@@ -1,0 +1,172 @@
+//! Waiting: epoll on the ring's descriptor and an eventfd, deadlines, and the
+//! [`ReaderHandle`] that flushes or closes a reader from another thread.
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::sys::epoll::{Epoll, EventFd};
+
+const TOKEN_RING: u64 = 0;
+const TOKEN_EVENT: u64 = 1;
+
+/// State shared by a reader and its handles.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Set once by `close()`, never cleared.
+    closed: AtomicBool,
+    /// Set by `flush()`, cleared by the read that reports `Flushed`.
+    flush: AtomicBool,
+    /// Written after either flag is set, so a blocked `epoll_wait` returns.
+    event: EventFd,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Result<Arc<Shared>> {
+        Ok(Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            flush: AtomicBool::new(false),
+            event: EventFd::new()?,
+        }))
+    }
+
+    /// Cheap check for the per-record path.
+    #[inline(always)]
+    pub(crate) fn is_closed(&self) -> bool {
+        // Relaxed: a flag with no data attached; `close()` also wakes any
+        // sleeper through the eventfd, whose read/write order it.
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// Consumes a pending flush.
+    pub(crate) fn take_flush(&self) -> bool {
+        // Relaxed load first, so the common no-flush case does not write the
+        // shared line.
+        self.flush.load(Ordering::Relaxed) && self.flush.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// A cloneable, thread-safe handle that flushes or closes a [`Reader`](crate::Reader).
+///
+/// ```no_run
+/// # fn main() -> bpf_ringbuf::Result<()> {
+/// use bpf_ringbuf::{Error, Reader, RingBuf};
+/// let ring = RingBuf::create(1 << 20)?;
+/// let mut reader = Reader::new(&ring)?;
+/// let handle = reader.handle();
+/// let t = std::thread::spawn(move || loop {
+///     match reader.read() {
+///         Ok(rec) => println!("{} bytes", rec.data.len()),
+///         Err(Error::Closed) => break,
+///         Err(e) => panic!("{e}"),
+///     }
+/// });
+/// handle.close(); // the blocked read returns Err(Closed) promptly
+/// t.join().unwrap();
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ReaderHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl ReaderHandle {
+    /// Wakes a blocked read. It returns the records present, then
+    /// [`Error::Flushed`] once. If no read is blocked, the flush stays
+    /// pending: the next read that finds the ring empty reports it.
+    pub fn flush(&self) {
+        // Release: orders the flag before the eventfd write the reader wakes on.
+        self.shared.flush.store(true, Ordering::Release);
+        self.shared.event.notify();
+    }
+
+    /// Closes the reader: every read from now on returns [`Error::Closed`] at
+    /// once, even if records remain (they stay in the map for another reader).
+    /// Idempotent.
+    pub fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.event.notify();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+}
+
+/// The sleeping half of a reader: one epoll instance watching the ring's
+/// descriptor (readable while `producer_pos != consumer_pos`) and the eventfd.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    epoll: Epoll,
+}
+
+impl Waiter {
+    pub(crate) fn new(ring_fd: BorrowedFd<'_>, shared: &Shared) -> Result<Waiter> {
+        let epoll = Epoll::new()?;
+        epoll.add(ring_fd, libc::EPOLLIN as u32, TOKEN_RING)?;
+        epoll.add(shared.event.as_fd(), libc::EPOLLIN as u32, TOKEN_EVENT)?;
+        Ok(Waiter { epoll })
+    }
+
+    /// Sleeps until the ring or the eventfd is readable, or `deadline` passes.
+    /// The caller has already published its position and re-checked (see
+    /// [`crate::ring`]). Spurious returns are fine; the caller loops.
+    pub(crate) fn sleep(&self, shared: &Shared, deadline: Option<Instant>) -> Result<()> {
+        let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        // EINTR comes back as 0 events: the caller loops and recomputes the
+        // remaining time.
+        let n = self.epoll.wait(&mut events, timeout)?;
+        for ev in &events[..n] {
+            if ev.u64 == TOKEN_EVENT {
+                // Reset the eventfd so level-triggered epoll stops reporting
+                // it; the flags it announced are checked by the caller next.
+                shared.event.drain();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Backs off while the record at the head is BUSY (reserved, not committed).
+///
+/// The producer commits within microseconds (a BPF program cannot keep a
+/// reservation past its exit), but epoll reports the ring readable the whole
+/// time, so sleeping on it would spin. Spin briefly, then yield, then sleep
+/// in growing steps up to 1 ms, never past the deadline.
+pub(crate) fn busy_backoff(step: &mut u32, deadline: Option<Instant>) {
+    let s = *step;
+    *step = s.saturating_add(1);
+    if s < 16 {
+        std::hint::spin_loop();
+    } else if s < 32 {
+        std::thread::yield_now();
+    } else {
+        let mut d = Duration::from_micros(10u64 << (s - 32).min(7));
+        if let Some(deadline) = deadline {
+            d = d.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        std::thread::sleep(d);
+    }
+}
+
+/// Checks the reasons a read that found nothing returns instead of waiting,
+/// in the documented order: closed, flushed, deadline passed.
+#[inline]
+pub(crate) fn check_stop(shared: &Shared, deadline: Option<Instant>) -> Result<()> {
+    if shared.closed.load(Ordering::Acquire) {
+        return Err(Error::Closed);
+    }
+    if shared.take_flush() {
+        return Err(Error::Flushed);
+    }
+    if let Some(d) = deadline {
+        if Instant::now() >= d {
+            return Err(Error::DeadlineExceeded);
+        }
+    }
+    Ok(())
+}

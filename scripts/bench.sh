@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of bpf-ringbuf against libbpf C, libbpf-rs and aya
+# (issue 3). Installs what libbpf-sys needs to build, builds crates/bench in
+# release, runs every scenario and regenerates BENCHMARKS.md from the output.
+#
+#   scripts/bench.sh            # full run, rewrites BENCHMARKS.md
+#   scripts/bench.sh --quick    # smoke run (fewer rounds, 4 MiB only), prints to stdout
+#
+# Needs root (or CAP_BPF + CAP_PERFMON): it creates ring buffer maps and runs
+# BPF programs with BPF_PROG_TEST_RUN. Takes about a minute on 2 cores after
+# a first build of about a minute.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "bench.sh: needs root (creates BPF maps and programs)" >&2
+    exit 1
+fi
+
+# libbpf-sys builds its vendored libbpf: it needs libelf, zlib, pkg-config, make.
+missing=()
+for p in libelf-dev zlib1g-dev pkg-config make; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "bench.sh: installing ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+manifest=crates/bench/Cargo.toml
+start=$(date +%s)
+cargo build --release --manifest-path "$manifest"
+built=$(date +%s)
+echo "bench.sh: build took $((built - start)) s" >&2
+
+bin=crates/bench/target/release/ringbuf-bench
+rustc_v=$(rustc --version)
+if [[ "${1:-}" == "--quick" ]]; then
+    exec "$bin" --rustc "$rustc_v" --command "scripts/bench.sh --quick" "$@"
+fi
+"$bin" --rustc "$rustc_v" --command "scripts/bench.sh" \
+    --template crates/bench/BENCHMARKS.in.md --out BENCHMARKS.md "$@"
+echo "bench.sh: total $(( $(date +%s) - start )) s (build $((built - start)) s)" >&2
