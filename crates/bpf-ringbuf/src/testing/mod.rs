@@ -181,3 +181,14 @@ mod tests {
         assert_eq!(check_payload(&[1, 2, 3]), Err(PayloadError::TooShort(3)));
     }
 }
+
+/// `bpf(BPF_MAP_CREATE)` of any map type, for tests that need a map of the
+/// wrong type (an array, a `USER_RINGBUF`).
+pub fn create_map(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> Result<std::os::fd::OwnedFd> {
+    crate::sys::bpf::map_create(map_type, key_size, value_size, max_entries, "rb_test_map")
+}

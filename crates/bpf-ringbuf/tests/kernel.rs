@@ -1,0 +1,702 @@
+//! Privileged tests against the real kernel. Each skips loudly without
+//! CAP_BPF, and fails instead under BPF_RINGBUF_REQUIRE_PRIVILEGED=1.
+
+use std::ops::ControlFlow;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bpf_ringbuf::testing::{
+    check_payload, create_map, privileged_or_skip, temp_pin_path, KernelProducer, ProducerConfig,
+    RecordSize, Wakeup,
+};
+use bpf_ringbuf::{Budget, Error, Reader, Record, RingBuf, StopReason};
+
+macro_rules! privileged {
+    () => {
+        if !privileged_or_skip(&format!("{}:{}", file!(), line!())) {
+            return;
+        }
+    };
+}
+
+fn page() -> usize {
+    bpf_ringbuf::page_size()
+}
+
+fn mixed() -> ProducerConfig {
+    ProducerConfig {
+        size: RecordSize::Mixed(vec![8, 13, 64, 200, 1000]),
+        ..ProducerConfig::default()
+    }
+}
+
+/// Checks a record's bytes and that it is the next expected sequence number.
+fn expect_seq(rec: &[u8], next: &mut u64, cfg: &ProducerConfig) {
+    while cfg.is_discarded(*next) {
+        *next += 1;
+    }
+    let seq = check_payload(rec).unwrap_or_else(|e| panic!("bad record: {e}"));
+    assert_eq!(seq, *next, "records out of order or lost");
+    *next += 1;
+}
+
+fn now() -> Option<Instant> {
+    Some(Instant::now())
+}
+
+/// Drives one read mode over many wraparounds of a small ring: produce a
+/// chunk, read all of it, check sequence numbers and every byte.
+fn every_record_once(mode: &str) {
+    let ring = RingBuf::create(4 * page()).unwrap();
+    let cfg = mixed();
+    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    reader.set_deadline(now());
+    let mut next = 0u64;
+    let mut total = 0u64;
+    let mut rec = Record::default();
+    for round in 0..60 {
+        let rep = producer.produce(10 + round % 7).unwrap();
+        assert_eq!(rep.dropped, 0, "ring too small for a chunk");
+        total += rep.submitted;
+        match mode {
+            "zero_copy" => loop {
+                // Hold a few slices at once, then commit.
+                let mut held = Vec::new();
+                let mut end = None;
+                for _ in 0..3 {
+                    match reader.read_zero_copy() {
+                        Ok(r) => held.push(r),
+                        Err(e) => {
+                            end = Some(e);
+                            break;
+                        }
+                    }
+                }
+                for r in &held {
+                    expect_seq(r, &mut next, &cfg);
+                }
+                let had = !held.is_empty();
+                drop(held);
+                reader.commit();
+                match end {
+                    None => {}
+                    Some(Error::CommitRequired) if had => {}
+                    Some(Error::DeadlineExceeded) => break,
+                    Some(e) => panic!("{e}"),
+                }
+            },
+            "consume" => {
+                let stats = reader
+                    .consume(|r| {
+                        expect_seq(r, &mut next, &cfg);
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                assert_eq!(stats.stop, StopReason::Empty);
+                assert_eq!(stats.records as u64, rep.submitted);
+            }
+            "budget" => loop {
+                let stats = reader
+                    .consume_with_budget(Budget::records(4), |r| {
+                        expect_seq(r, &mut next, &cfg);
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                assert!(stats.records <= 4);
+                if stats.stop == StopReason::Empty {
+                    break;
+                }
+                assert_eq!(stats.stop, StopReason::Budget);
+            },
+            "read_into" => loop {
+                match reader.read_into(&mut rec) {
+                    Ok(()) => expect_seq(&rec.data, &mut next, &cfg),
+                    Err(Error::DeadlineExceeded) => break,
+                    Err(e) => panic!("{e}"),
+                }
+                assert_eq!(reader.consumer_position(), reader.read_position());
+            },
+            "read" => loop {
+                match reader.read() {
+                    Ok(r) => expect_seq(&r.data, &mut next, &cfg),
+                    Err(Error::DeadlineExceeded) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            },
+            "batch" => loop {
+                match reader.batch() {
+                    Ok(batch) => {
+                        for r in &batch {
+                            expect_seq(r, &mut next, &cfg);
+                        }
+                    }
+                    Err(Error::DeadlineExceeded) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            },
+            _ => unreachable!(),
+        }
+        assert_eq!(reader.available_bytes(), 0, "{mode}: everything consumed");
+        reader.set_deadline(now());
+    }
+    assert_eq!(next, producer.next_seq().unwrap());
+    assert!(total > 0);
+    // Many wraparounds: the positions went round the 16 KiB ring many times.
+    assert!(
+        reader.consumer_position() > 10 * reader.buffer_size(),
+        "{mode}: only {} bytes read",
+        reader.consumer_position()
+    );
+}
+
+#[test]
+fn zero_copy_reads_every_record_once() {
+    privileged!();
+    every_record_once("zero_copy");
+}
+
+#[test]
+fn consume_reads_every_record_once() {
+    privileged!();
+    every_record_once("consume");
+}
+
+#[test]
+fn consume_with_budget_reads_every_record_once() {
+    privileged!();
+    every_record_once("budget");
+}
+
+#[test]
+fn read_into_reads_every_record_once() {
+    privileged!();
+    every_record_once("read_into");
+}
+
+#[test]
+fn read_reads_every_record_once() {
+    privileged!();
+    every_record_once("read");
+}
+
+#[test]
+fn batch_reads_every_record_once() {
+    privileged!();
+    every_record_once("batch");
+}
+
+#[test]
+fn streaming_with_blocking_zero_copy_reads() {
+    privileged!();
+    // A producer thread and a blocking reader: exercises the wakeup path.
+    let ring = RingBuf::create(64 * page()).unwrap();
+    let cfg = ProducerConfig::fixed(48);
+    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    let handle = reader.handle();
+    let mut t = Some(thread::spawn(move || {
+        let mut submitted = 0;
+        for i in 0..400 {
+            submitted += producer.produce(50).unwrap().submitted;
+            if i % 50 == 0 {
+                thread::sleep(Duration::from_millis(2)); // let the reader sleep
+            }
+        }
+        submitted
+    }));
+    let mut next = 0u64;
+    let mut in_batch = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    reader.set_deadline(Some(deadline));
+    let mut submitted = None;
+    loop {
+        match reader.read_zero_copy() {
+            Ok(r) => {
+                expect_seq(r, &mut next, &cfg);
+                in_batch += 1;
+                if in_batch == 64 {
+                    reader.commit();
+                    in_batch = 0;
+                }
+            }
+            Err(Error::CommitRequired) => {
+                reader.commit();
+                in_batch = 0;
+            }
+            Err(Error::Flushed) => break,
+            Err(e) => panic!("after {next} records: {e}"),
+        }
+        if t.as_ref().is_some_and(|t| t.is_finished()) {
+            submitted = Some(t.take().unwrap().join().unwrap());
+            handle.flush(); // ends the loop once everything is read
+        }
+        if submitted.is_none() {
+            reader.set_deadline(Some(
+                deadline.min(Instant::now() + Duration::from_millis(100)),
+            ));
+        }
+    }
+    let submitted = submitted.expect("producer finished");
+    assert_eq!(next, submitted, "every submitted record was read");
+}
+
+#[test]
+fn discarded_records_are_skipped() {
+    privileged!();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    let cfg = ProducerConfig {
+        discard_every: Some(3),
+        ..mixed()
+    };
+    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
+    let rep = producer.produce(90).unwrap();
+    assert_eq!((rep.submitted, rep.discarded, rep.dropped), (60, 30, 0));
+    let mut reader = Reader::new(&ring).unwrap();
+    let mut seen = Vec::new();
+    let stats = reader
+        .consume(|r| {
+            seen.push(check_payload(r).unwrap());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(stats.records, 60);
+    let want: Vec<u64> = (0..90).filter(|s| (s + 1) % 3 != 0).collect();
+    assert_eq!(seen, want);
+    assert_eq!(reader.available_bytes(), 0, "discards are consumed too");
+}
+
+#[test]
+fn no_wakeup_records_are_read_through_a_deadline() {
+    privileged!();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    let cfg = ProducerConfig {
+        wakeup: Wakeup::NoWakeup,
+        ..ProducerConfig::fixed(32)
+    };
+    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        producer.produce(10).unwrap()
+    });
+    // The reader blocks with nothing there; NO_WAKEUP records do not wake it,
+    // the deadline does, and then the records come before DeadlineExceeded.
+    let deadline = Instant::now() + Duration::from_millis(400);
+    reader.set_deadline(Some(deadline));
+    let mut next = 0;
+    loop {
+        match reader.read() {
+            Ok(r) => expect_seq(&r.data, &mut next, &cfg),
+            Err(Error::DeadlineExceeded) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(Instant::now() >= deadline);
+    assert_eq!(t.join().unwrap().submitted, 10);
+    assert_eq!(next, 10);
+}
+
+#[test]
+fn flush_wakes_a_blocked_read_then_reports_once() {
+    privileged!();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    let cfg = ProducerConfig {
+        wakeup: Wakeup::NoWakeup,
+        ..ProducerConfig::fixed(24)
+    };
+    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    let handle = reader.handle();
+    let (tx, rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        let mut got = Vec::new();
+        let end = loop {
+            match reader.read() {
+                Ok(r) => got.push(check_payload(&r.data).unwrap()),
+                Err(e) => break e,
+            }
+        };
+        tx.send(()).unwrap();
+        // Flushed is reported once: the next empty read waits again.
+        reader.set_deadline(Some(Instant::now() + Duration::from_millis(20)));
+        let after = reader.read().unwrap_err();
+        (got, end, after)
+    });
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(producer.produce(5).unwrap().submitted, 5); // wakes nobody
+    assert!(
+        rx.recv_timeout(Duration::from_millis(100)).is_err(),
+        "read returned before flush"
+    );
+    handle.flush();
+    let (got, end, after) = t.join().unwrap();
+    assert_eq!(got, vec![0, 1, 2, 3, 4]);
+    assert!(matches!(end, Error::Flushed), "{end}");
+    assert!(matches!(after, Error::DeadlineExceeded), "{after}");
+}
+
+#[test]
+fn flush_without_a_blocked_read_stays_pending() {
+    privileged!();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(16)).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    reader.handle().flush();
+    producer.produce(3).unwrap();
+    for want in 0..3 {
+        assert_eq!(check_payload(&reader.read().unwrap().data).unwrap(), want);
+    }
+    assert!(matches!(reader.read(), Err(Error::Flushed)));
+    reader.set_deadline(now());
+    assert!(matches!(reader.read(), Err(Error::DeadlineExceeded)));
+}
+
+#[test]
+fn close_from_another_thread_while_blocked() {
+    privileged!();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(16)).unwrap();
+    let reader = Reader::new(&ring).unwrap();
+    let handle = reader.handle();
+    let clone = handle.clone();
+    let t = thread::spawn(move || {
+        let e = reader.read_zero_copy().unwrap_err();
+        (reader, e)
+    });
+    thread::sleep(Duration::from_millis(50));
+    clone.close();
+    let (mut reader, e) = t.join().unwrap();
+    assert!(matches!(e, Error::Closed), "{e}");
+    assert!(handle.is_closed());
+    handle.close(); // idempotent
+                    // Records present: every read still says Closed at once.
+    producer.produce(4).unwrap();
+    assert!(matches!(reader.read(), Err(Error::Closed)));
+    assert!(matches!(reader.read_zero_copy(), Err(Error::Closed)));
+    assert!(matches!(
+        reader.consume(|_| ControlFlow::Continue(())),
+        Err(Error::Closed)
+    ));
+    assert!(matches!(reader.wait(), Err(Error::Closed)));
+    // The map is untouched: a new reader reads them.
+    let mut other = Reader::new(&ring).unwrap();
+    assert_eq!(check_payload(&other.read().unwrap().data).unwrap(), 0);
+}
+
+#[test]
+fn pinned_ring_reopened_continues_after_last_commit() {
+    privileged!();
+    let path = temp_pin_path("reopen").unwrap();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    ring.pin(&path).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(40)).unwrap();
+    producer.produce(100).unwrap();
+    {
+        let mut reader = Reader::new(&ring).unwrap();
+        for want in 0..40 {
+            let r = reader.read_zero_copy().unwrap();
+            assert_eq!(check_payload(r).unwrap(), want);
+        }
+        reader.commit();
+        // Ten more read but not committed: dropping the reader does not commit.
+        for _ in 0..10 {
+            reader.read_zero_copy().unwrap();
+        }
+    }
+    drop(ring);
+    let reopened = RingBuf::open_pinned(&path).unwrap();
+    assert_eq!(reopened.size(), 16 * page());
+    let mut reader = Reader::new(&reopened).unwrap();
+    reader.set_deadline(now());
+    let mut seqs = Vec::new();
+    while let Ok(r) = reader.read() {
+        seqs.push(check_payload(&r.data).unwrap());
+    }
+    assert_eq!(seqs, (40..100).collect::<Vec<_>>());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn open_by_id_and_from_fd() {
+    privileged!();
+    let ring = RingBuf::create(8 * page()).unwrap();
+    let by_id = RingBuf::from_id(ring.id()).unwrap();
+    assert_eq!((by_id.size(), by_id.id()), (ring.size(), ring.id()));
+    let fd: OwnedFd = ring.as_fd().try_clone_to_owned().unwrap();
+    let adopted = RingBuf::from_fd(fd).unwrap();
+    assert_eq!(adopted.size(), 8 * page());
+}
+
+#[test]
+fn reader_outlives_the_ringbuf_handle() {
+    privileged!();
+    let ring = RingBuf::create(8 * page()).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(16)).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    drop(ring);
+    producer.produce(7).unwrap();
+    reader.set_deadline(now());
+    let mut n = 0;
+    while let Ok(r) = reader.read() {
+        assert_eq!(check_payload(&r.data).unwrap(), n);
+        n += 1;
+    }
+    assert_eq!(n, 7);
+}
+
+#[test]
+fn wrong_map_types_are_rejected() {
+    privileged!();
+    let array = create_map(2, 4, 8, 1).unwrap();
+    let e = Reader::new(&array).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::WrongMapType {
+                found: 2,
+                found_name: "ARRAY",
+                expected: 27,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("ARRAY"), "{e}");
+    assert!(matches!(
+        RingBuf::from_fd(array),
+        Err(Error::WrongMapType { found: 2, .. })
+    ));
+    let user = create_map(31, 0, 0, page() as u32).unwrap();
+    assert!(matches!(
+        Reader::new(&user),
+        Err(Error::WrongMapType {
+            found: 31,
+            found_name: "USER_RINGBUF",
+            ..
+        })
+    ));
+    assert!(matches!(
+        KernelProducer::new(&user, ProducerConfig::default()),
+        Err(Error::WrongMapType { found: 31, .. })
+    ));
+}
+
+#[test]
+fn non_map_descriptors_are_rejected() {
+    privileged!();
+    let file = std::fs::File::open("/dev/null").unwrap();
+    assert!(matches!(Reader::new(&file), Err(Error::NotAMap { .. })));
+    assert!(matches!(
+        RingBuf::from_fd(OwnedFd::from(file)),
+        Err(Error::NotAMap { .. })
+    ));
+    // A descriptor number that is not open.
+    // SAFETY: the descriptor is only inspected (fcntl) and found closed.
+    let closed = unsafe { BorrowedFd::borrow_raw(1_000_000) };
+    assert!(matches!(
+        Reader::new(closed),
+        Err(Error::BadFd { fd: 1_000_000 })
+    ));
+}
+
+#[test]
+fn bad_sizes_are_rejected_with_a_suggestion() {
+    privileged!();
+    let p = page();
+    for (size, suggested) in [(0, p), (1, p), (p + 1, p), (3 * p, 4 * p), (5 * p, 4 * p)] {
+        match RingBuf::create(size) {
+            Err(Error::BadSize {
+                size: s,
+                suggested: g,
+                page_size,
+            }) => {
+                assert_eq!((s, g, page_size), (size, suggested, p));
+            }
+            other => panic!("{size}: {other:?}"),
+        }
+    }
+    let msg = RingBuf::create(3 * p).unwrap_err().to_string();
+    assert!(
+        msg.contains("power of two") && msg.contains(&(4 * p).to_string()),
+        "{msg}"
+    );
+    assert_eq!(RingBuf::round_up_size(3 * p), 4 * p);
+    assert!(RingBuf::create(RingBuf::round_up_size(3 * p)).is_ok());
+}
+
+#[test]
+fn missing_pin_is_reported() {
+    privileged!();
+    let path = temp_pin_path("missing").unwrap();
+    match RingBuf::open_pinned(&path) {
+        Err(Error::PinNotFound { path: p }) => assert_eq!(p, path),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn held_records_stay_intact_until_commit() {
+    privileged!();
+    let ring = RingBuf::create(4 * page()).unwrap();
+    let cfg = ProducerConfig::fixed(100);
+    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
+    producer.produce(20).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(reader.read_zero_copy().unwrap());
+    }
+    // The ring is empty with records uncommitted: no wait (there is no
+    // deadline), a clear error.
+    assert!(matches!(
+        reader.read_zero_copy(),
+        Err(Error::CommitRequired)
+    ));
+    // The producer keeps writing; it fills what is free, then fails to reserve.
+    let rep = producer.produce(200).unwrap();
+    assert!(rep.dropped > 0, "the held space was not reused: {rep:?}");
+    for (i, r) in held.iter().enumerate() {
+        assert_eq!(check_payload(r).unwrap(), i as u64, "held record changed");
+    }
+    reader.commit();
+    reader.set_deadline(now());
+    let mut next = 20;
+    while let Ok(r) = reader.read_zero_copy() {
+        expect_seq(r, &mut next, &cfg);
+    }
+    assert_eq!(next, 20 + rep.submitted);
+}
+
+#[test]
+fn consume_break_counts_the_record_as_consumed() {
+    privileged!();
+    let ring = RingBuf::create(8 * page()).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(16)).unwrap();
+    producer.produce(10).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    let mut seen = Vec::new();
+    let stats = reader
+        .consume(|r| {
+            seen.push(check_payload(r).unwrap());
+            if seen.len() == 3 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert_eq!(
+        (stats.records, stats.bytes, stats.stop),
+        (3, 48, StopReason::Callback)
+    );
+    let stats = reader
+        .consume_with_budget(Budget::bytes(40), |r| {
+            seen.push(check_payload(r).unwrap());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!((stats.records, stats.stop), (3, StopReason::Budget));
+    reader
+        .consume(|r| {
+            seen.push(check_payload(r).unwrap());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn introspection_and_remaining() {
+    privileged!();
+    let ring = RingBuf::create(8 * page()).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(20)).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    assert_eq!(reader.buffer_size(), 8 * page());
+    producer.produce(4).unwrap();
+    // 20 bytes + 8 header = 28, rounded to 32 per record.
+    assert_eq!(reader.available_bytes(), 4 * 32);
+    assert_eq!(reader.producer_position(), 128);
+    let r = reader.read().unwrap();
+    assert_eq!(r.remaining, 3 * 32);
+    assert_eq!(reader.consumer_position(), 32);
+    assert_eq!(reader.available_bytes(), 3 * 32);
+    let _ = reader.read_zero_copy().unwrap();
+    // Zero-copy reads do not change what the kernel sees until commit.
+    assert_eq!(reader.available_bytes(), 3 * 32);
+    assert_eq!(reader.read_position(), 64);
+    reader.commit();
+    assert_eq!(reader.available_bytes(), 2 * 32);
+    // `read` publishes outstanding zero-copy reads first.
+    let _ = reader.read_zero_copy().unwrap();
+    let r = reader.read().unwrap();
+    assert_eq!((r.remaining, reader.consumer_position()), (0, 128));
+}
+
+#[test]
+fn deadline_in_the_past_reads_what_is_there() {
+    privileged!();
+    let ring = RingBuf::create(8 * page()).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(16)).unwrap();
+    producer.produce(3).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    reader.set_deadline(Some(Instant::now() - Duration::from_secs(1)));
+    for want in 0..3 {
+        assert_eq!(check_payload(&reader.read().unwrap().data).unwrap(), want);
+    }
+    assert!(matches!(reader.read(), Err(Error::DeadlineExceeded)));
+    assert!(matches!(reader.wait(), Err(Error::DeadlineExceeded)));
+    assert!(matches!(reader.batch(), Err(Error::DeadlineExceeded)));
+}
+
+#[test]
+fn reader_is_send_and_handle_is_sync() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send::<Reader>();
+    send_sync::<bpf_ringbuf::ReaderHandle>();
+    send::<RingBuf>();
+}
+
+#[test]
+fn producer_config_is_validated() {
+    privileged!();
+    let ring = RingBuf::create(page()).unwrap();
+    for cfg in [
+        ProducerConfig::fixed(4),
+        ProducerConfig::fixed(page()),
+        ProducerConfig {
+            discard_every: Some(0),
+            ..ProducerConfig::default()
+        },
+        ProducerConfig {
+            size: RecordSize::Mixed(vec![]),
+            ..ProducerConfig::default()
+        },
+    ] {
+        assert!(
+            matches!(
+                KernelProducer::new(&ring, cfg.clone()),
+                Err(Error::InvalidArgument { .. })
+            ),
+            "{cfg:?}"
+        );
+    }
+    // The largest record that fits a one-page ring, and a big one elsewhere.
+    assert!(KernelProducer::new(&ring, ProducerConfig::fixed(page() - 16)).is_ok());
+    let big = RingBuf::create(64 * page()).unwrap();
+    let p = KernelProducer::new(&big, ProducerConfig::fixed(4096)).unwrap();
+    assert_eq!(p.produce(8).unwrap().submitted, 8);
+    let mut reader = Reader::new(&big).unwrap();
+    let mut n = 0;
+    reader
+        .consume(|r| {
+            assert_eq!((r.len(), check_payload(r).unwrap()), (4096, n));
+            n += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(n, 8);
+}
