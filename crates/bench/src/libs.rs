@@ -175,7 +175,8 @@ pub struct Aya {
 
 impl Aya {
     pub fn new(fd: BorrowedFd<'_>) -> io::Result<Self> {
-        let data = aya::maps::MapData::from_fd(fd.try_clone_to_owned()?).map_err(io::Error::other)?;
+        let data =
+            aya::maps::MapData::from_fd(fd.try_clone_to_owned()?).map_err(io::Error::other)?;
         let map = aya::maps::Map::from_map_data(data).map_err(io::Error::other)?;
         let ring = aya::maps::RingBuf::try_from(map).map_err(io::Error::other)?;
         // SAFETY: no memory preconditions.
@@ -190,7 +191,9 @@ impl Aya {
             u64: 0,
         };
         // SAFETY: valid descriptors.
-        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ring.as_fd().as_raw_fd(), &mut ev) } != 0 {
+        if unsafe { libc::epoll_ctl(ep, libc::EPOLL_CTL_ADD, ring.as_fd().as_raw_fd(), &mut ev) }
+            != 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(Self { ring, epoll })

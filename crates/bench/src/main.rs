@@ -151,7 +151,9 @@ impl Producer {
 
 pub fn check(what: &str, got: &Tally, want: &Tally) {
     if got != want {
-        panic!("{what}: consumer saw {got:?}, producer submitted {want:?}: records lost or corrupted");
+        panic!(
+            "{what}: consumer saw {got:?}, producer submitted {want:?}: records lost or corrupted"
+        );
     }
 }
 
@@ -161,7 +163,10 @@ pub fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("warning: could not pin to CPU {cpu}: {}", io::Error::last_os_error());
+            eprintln!(
+                "warning: could not pin to CPU {cpu}: {}",
+                io::Error::last_os_error()
+            );
         }
     }
 }
@@ -203,13 +208,18 @@ pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
     let mut rows = Vec::new();
     for &rsize in &o.ring_sizes {
         let rings: Vec<RingBuf> = kinds.iter().map(|_| new_ring(rsize)).collect::<Res<_>>()?;
-        let mut cons: Vec<Box<dyn Consumer>> =
-            kinds.iter().zip(&rings).map(|(&k, r)| make(k, r)).collect::<Res<_>>()?;
+        let mut cons: Vec<Box<dyn Consumer>> = kinds
+            .iter()
+            .zip(&rings)
+            .map(|(&k, r)| make(k, r))
+            .collect::<Res<_>>()?;
         for &size in &o.rec_sizes {
             let stride = (size + 8).next_multiple_of(8);
             let n = (rsize / stride - 1) as u64;
-            let mut prods: Vec<Producer> =
-                rings.iter().map(|r| Producer::new(r, size)).collect::<Res<_>>()?;
+            let mut prods: Vec<Producer> = rings
+                .iter()
+                .map(|r| Producer::new(r, size))
+                .collect::<Res<_>>()?;
             let mut ns = vec![Vec::new(); kinds.len()];
             let t0 = Instant::now();
             for round in 0..o.warmup + o.rounds {
@@ -229,8 +239,18 @@ pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
                     }
                 }
             }
-            eprintln!("drain ring={} size={size}: {} records, {:.1}s", rsize >> 20, n, t0.elapsed().as_secs_f64());
-            rows.push(DrainRow { ring: rsize, size, records: n, ns });
+            eprintln!(
+                "drain ring={} size={size}: {} records, {:.1}s",
+                rsize >> 20,
+                n,
+                t0.elapsed().as_secs_f64()
+            );
+            rows.push(DrainRow {
+                ring: rsize,
+                size,
+                records: n,
+                ns,
+            });
         }
     }
     Ok(rows)
@@ -246,7 +266,12 @@ pub struct StreamRound {
     pub dropped: u64,
 }
 
-pub fn stream_once(kind: Kind, ring: &RingBuf, prod: &mut Producer, total: u64) -> Res<StreamRound> {
+pub fn stream_once(
+    kind: Kind,
+    ring: &RingBuf,
+    prod: &mut Producer,
+    total: u64,
+) -> Res<StreamRound> {
     const CHUNK: u64 = 256;
     let done = AtomicBool::new(false);
     let submitted = AtomicU64::new(0);
@@ -300,8 +325,14 @@ pub fn stream_once(kind: Kind, ring: &RingBuf, prod: &mut Producer, total: u64) 
 
 pub fn stream(o: &Opts) -> Res<Vec<Vec<StreamRound>>> {
     let kinds = Kind::ALL;
-    let rings: Vec<RingBuf> = kinds.iter().map(|_| new_ring(o.stream_ring)).collect::<Res<_>>()?;
-    let mut prods: Vec<Producer> = rings.iter().map(|r| Producer::new(r, 64)).collect::<Res<_>>()?;
+    let rings: Vec<RingBuf> = kinds
+        .iter()
+        .map(|_| new_ring(o.stream_ring))
+        .collect::<Res<_>>()?;
+    let mut prods: Vec<Producer> = rings
+        .iter()
+        .map(|r| Producer::new(r, 64))
+        .collect::<Res<_>>()?;
     let mut res = vec![Vec::new(); kinds.len()];
     let t0 = Instant::now();
     for round in 0..o.warmup + o.rounds {
@@ -321,7 +352,12 @@ pub fn stream(o: &Opts) -> Res<Vec<Vec<StreamRound>>> {
 
 /// Producer ns per record, one record then a pause, with `kind` blocked in its
 /// wait on the other CPU (None: no consumer at all).
-pub fn cost_once(kind: Option<Kind>, ring: &RingBuf, prod: &mut Producer, o: &Opts) -> Res<Vec<f64>> {
+pub fn cost_once(
+    kind: Option<Kind>,
+    ring: &RingBuf,
+    prod: &mut Producer,
+    o: &Opts,
+) -> Res<Vec<f64>> {
     let done = AtomicBool::new(false);
     let submitted = AtomicU64::new(0);
     let go = Barrier::new(2);
@@ -337,7 +373,8 @@ pub fn cost_once(kind: Option<Kind>, ring: &RingBuf, prod: &mut Producer, o: &Op
                 go.wait();
                 loop {
                     c.step(&mut t, 50)?;
-                    if done.load(Ordering::Acquire) && t.count >= submitted.load(Ordering::Relaxed) {
+                    if done.load(Ordering::Acquire) && t.count >= submitted.load(Ordering::Relaxed)
+                    {
                         break;
                     }
                 }
@@ -370,8 +407,14 @@ pub fn cost_once(kind: Option<Kind>, ring: &RingBuf, prod: &mut Producer, o: &Op
 pub fn cost(o: &Opts) -> Res<Vec<Vec<f64>>> {
     let mut kinds: Vec<Option<Kind>> = vec![None];
     kinds.extend(Kind::ALL.iter().map(|&k| Some(k)));
-    let rings: Vec<RingBuf> = kinds.iter().map(|_| new_ring(1 << 20)).collect::<Res<_>>()?;
-    let mut prods: Vec<Producer> = rings.iter().map(|r| Producer::new(r, 64)).collect::<Res<_>>()?;
+    let rings: Vec<RingBuf> = kinds
+        .iter()
+        .map(|_| new_ring(1 << 20))
+        .collect::<Res<_>>()?;
+    let mut prods: Vec<Producer> = rings
+        .iter()
+        .map(|r| Producer::new(r, 64))
+        .collect::<Res<_>>()?;
     let mut res = vec![Vec::new(); kinds.len()];
     let t0 = Instant::now();
     for round in 0..o.warmup + o.rounds {
@@ -393,7 +436,8 @@ pub fn cost(o: &Opts) -> Res<Vec<Vec<f64>>> {
     Ok(res)
 }
 
-const USAGE: &str = "ringbuf-bench [--quick] [--scenario drain,stream,cost] [--rounds N] [--warmup N]
+const USAGE: &str =
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost] [--rounds N] [--warmup N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
 Runs the side-by-side benchmark (needs root or CAP_BPF) and prints the result
@@ -401,7 +445,9 @@ tables as Markdown; with --template/--out, writes FILE with the template's
 {{RESULTS}} line replaced by them. scripts/bench.sh is the usual way to run it.";
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn main() -> Res<()> {
@@ -446,7 +492,10 @@ fn main() -> Res<()> {
     let took = t0.elapsed();
     let rustc = arg(&args, "--rustc").unwrap_or_else(|| "unknown".into());
     let command = arg(&args, "--command").unwrap_or_else(|| args.join(" "));
-    let mut md = format!("Generated by `{command}`.\n\n### Machine\n\n{}\n", report::machine(&rustc));
+    let mut md = format!(
+        "Generated by `{command}`.\n\n### Machine\n\n{}\n",
+        report::machine(&rustc)
+    );
     md.push_str(&report::render(&o, &d, &s, &c, took));
     match (arg(&args, "--template"), arg(&args, "--out")) {
         (Some(t), Some(out)) => {

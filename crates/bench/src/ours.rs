@@ -130,8 +130,9 @@ impl Consumer for Ours {
     }
 
     fn step(&mut self, t: &mut Tally, timeout_ms: i32) -> Res<()> {
-        self.r
-            .set_deadline(Some(Instant::now() + Duration::from_millis(timeout_ms as u64)));
+        self.r.set_deadline(Some(
+            Instant::now() + Duration::from_millis(timeout_ms as u64),
+        ));
         let w = self.r.wait();
         self.r.set_deadline(Some(self.past));
         match w {

@@ -223,7 +223,8 @@ impl RawRing {
         let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
         loop {
             // SAFETY: valid epoll fd and event buffer.
-            let r = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), ev.as_mut_ptr(), 1, timeout_ms) };
+            let r =
+                unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), ev.as_mut_ptr(), 1, timeout_ms) };
             if r >= 0 {
                 return Ok(());
             }

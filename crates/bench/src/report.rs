@@ -56,12 +56,16 @@ pub fn machine(rustc: &str) -> String {
                 .map(|s| s.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    // Online CPUs (not the affinity mask: the benchmark pins its threads).
+    // SAFETY: sysconf has no preconditions.
+    let cores = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     // SAFETY: utsname is plain data; uname fills it.
     let kernel = unsafe {
         let mut u: libc::utsname = std::mem::zeroed();
         libc::uname(&mut u);
-        std::ffi::CStr::from_ptr(u.release.as_ptr()).to_string_lossy().into_owned()
+        std::ffi::CStr::from_ptr(u.release.as_ptr())
+            .to_string_lossy()
+            .into_owned()
     };
     let lock = include_str!("../Cargo.lock");
     let ver = |name: &str| -> String {
@@ -83,7 +87,13 @@ pub fn machine(rustc: &str) -> String {
     )
 }
 
-pub fn render(o: &Opts, d: &[DrainRow], s: &[Vec<StreamRound>], c: &[Vec<f64>], took: Duration) -> String {
+pub fn render(
+    o: &Opts,
+    d: &[DrainRow],
+    s: &[Vec<StreamRound>],
+    c: &[Vec<f64>],
+    took: Duration,
+) -> String {
     let mut m = String::new();
     let rref = idx(Kind::RawRef);
     let rcopy = idx(Kind::RawCopy);
@@ -103,9 +113,24 @@ pub fn render(o: &Opts, d: &[DrainRow], s: &[Vec<StreamRound>], c: &[Vec<f64>], 
         let _ = writeln!(m, "### Targets ({} drain)\n", size_label(first));
         let _ = writeln!(m, "| target | record size | ratio (median) | per-round min–max | result |\n|---|---|---:|---:|---|");
         let checks: [(Kind, usize, f64, &str); 3] = [
-            (Kind::OursZeroCopy, rref, 1.05, "`read_zero_copy` + batched `commit` ≤ 1.05× raw reference"),
-            (Kind::OursConsume, rref, 1.10, "`consume` ≤ 1.10× raw reference"),
-            (Kind::OursReadInto, rcopy, 1.10, "`read_into` ≤ 1.10× raw copying loop"),
+            (
+                Kind::OursZeroCopy,
+                rref,
+                1.05,
+                "`read_zero_copy` + batched `commit` ≤ 1.05× raw reference",
+            ),
+            (
+                Kind::OursConsume,
+                rref,
+                1.10,
+                "`consume` ≤ 1.10× raw reference",
+            ),
+            (
+                Kind::OursReadInto,
+                rcopy,
+                1.10,
+                "`read_into` ≤ 1.10× raw copying loop",
+            ),
         ];
         for (k, base, limit, what) in checks {
             for r in &rows {
@@ -122,7 +147,12 @@ pub fn render(o: &Opts, d: &[DrainRow], s: &[Vec<StreamRound>], c: &[Vec<f64>], 
             }
         }
         if !s.is_empty() {
-            for k in [Kind::OursZeroCopy, Kind::OursConsume, Kind::OursReadInto, Kind::OursRead] {
+            for k in [
+                Kind::OursZeroCopy,
+                Kind::OursConsume,
+                Kind::OursReadInto,
+                Kind::OursRead,
+            ] {
                 let dr: u64 = s[idx(k)].iter().map(|r| r.dropped).sum();
                 let _ = writeln!(
                     m,
@@ -186,7 +216,11 @@ pub fn render(o: &Opts, d: &[DrainRow], s: &[Vec<StreamRound>], c: &[Vec<f64>], 
             m.push('\n');
         }
         m.push('\n');
-        let _ = writeln!(m, "<details><summary>Per-round ratios, {} ring</summary>\n", size_label(ring));
+        let _ = writeln!(
+            m,
+            "<details><summary>Per-round ratios, {} ring</summary>\n",
+            size_label(ring)
+        );
         let _ = writeln!(
             m,
             "| size | consumer | against | per-round ratios | min | max |\n|---|---|---|---|---:|---:|"
@@ -268,11 +302,25 @@ pub fn render(o: &Opts, d: &[DrainRow], s: &[Vec<StreamRound>], c: &[Vec<f64>], 
             "| consumer blocked in its wait | producer ns/record | ratio to no consumer |\n|---|---:|---:|"
         );
         for (i, v) in c.iter().enumerate() {
-            let label = if i == 0 { "none" } else { Kind::ALL[i - 1].label() };
-            let _ = writeln!(m, "| {} | {:.0} | {:.2}× |", label, median(v), median(&ratios(v, &c[0])));
+            let label = if i == 0 {
+                "none"
+            } else {
+                Kind::ALL[i - 1].label()
+            };
+            let _ = writeln!(
+                m,
+                "| {} | {:.0} | {:.2}× |",
+                label,
+                median(v),
+                median(&ratios(v, &c[0]))
+            );
         }
         m.push('\n');
     }
-    let _ = writeln!(m, "Benchmark run time (without the build): {:.0} s.", took.as_secs_f64());
+    let _ = writeln!(
+        m,
+        "Benchmark run time (without the build): {:.0} s.",
+        took.as_secs_f64()
+    );
     m
 }

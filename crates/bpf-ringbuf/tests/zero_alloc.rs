@@ -1,0 +1,254 @@
+//! The steady-state read paths allocate nothing per record: `read_into`,
+//! `read_zero_copy` + `commit`, and `consume`, against the real kernel
+//! producer. A counting global allocator counts the allocations made by the
+//! test's own thread while it reads (production happens outside the window).
+//!
+//! Privileged: skipped loudly without CAP_BPF, and a failure when
+//! BPF_RINGBUF_REQUIRE_PRIVILEGED=1.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bpf_ringbuf::testing::{
+    check_payload, privileged_or_skip, KernelProducer, ProducerConfig, RecordSize, Wakeup,
+};
+use bpf_ringbuf::{Budget, Error, Reader, Record, RingBuf};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    // const-initialised: reading it never allocates.
+    static TRACKING: Cell<bool> = const { Cell::new(false) };
+}
+
+fn note() {
+    if TRACKING.try_with(Cell::get).unwrap_or(false) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: forwards every call to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        note();
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by this thread while `f` runs.
+fn allocs_in<R>(f: impl FnOnce() -> R) -> (u64, R) {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    TRACKING.with(|t| t.set(true));
+    let r = f();
+    TRACKING.with(|t| t.set(false));
+    (ALLOCS.load(Ordering::Relaxed) - before, r)
+}
+
+const RING: usize = 4 << 20;
+const N: u64 = 5_000;
+
+struct Setup {
+    ring: RingBuf,
+    producer: KernelProducer,
+    next_seq: u64,
+}
+
+fn setup(size: RecordSize) -> Setup {
+    let ring = RingBuf::create(RING).expect("create ring");
+    let producer = KernelProducer::new(
+        &ring,
+        ProducerConfig {
+            size,
+            discard_every: Some(7),
+            wakeup: Wakeup::Default,
+        },
+    )
+    .expect("load producer");
+    Setup {
+        ring,
+        producer,
+        next_seq: 0,
+    }
+}
+
+impl Setup {
+    /// Produces `n` records (outside any counting window); returns how many
+    /// were submitted (discards excluded).
+    fn fill(&mut self, n: u64) -> u64 {
+        let r = self.producer.produce(n).expect("produce");
+        assert_eq!(r.dropped, 0, "ring too small for the test");
+        r.submitted
+    }
+}
+
+fn check_seq(rec: &[u8], want_min: &mut u64) {
+    let seq = check_payload(rec).expect("payload intact");
+    assert!(
+        seq >= *want_min,
+        "sequence went backwards: {seq} < {want_min}"
+    );
+    *want_min = seq + 1;
+}
+
+#[test]
+fn counter_sees_allocations() {
+    let (n, v) = allocs_in(|| std::hint::black_box(Vec::<u8>::with_capacity(16)));
+    drop(v);
+    assert!(
+        n >= 1,
+        "the counting allocator must see this thread's allocations"
+    );
+}
+
+#[test]
+fn read_into_allocates_nothing_per_record() {
+    if !privileged_or_skip("read_into_allocates_nothing_per_record") {
+        return;
+    }
+    let mut s = setup(RecordSize::Mixed(vec![8, 64, 200, 1000]));
+    let mut reader = Reader::new(&s.ring).expect("reader");
+    reader.set_deadline(Some(Instant::now()));
+    let mut rec = Record::default();
+    // Warm-up: the Record's buffer grows to the largest size once.
+    let warm = s.fill(100);
+    for _ in 0..warm {
+        reader.read_into(&mut rec).expect("warm-up read");
+    }
+    for _round in 0..3 {
+        let n = s.fill(N);
+        let mut seq = s.next_seq;
+        let (allocs, ()) = allocs_in(|| {
+            for _ in 0..n {
+                reader.read_into(&mut rec).expect("read_into");
+                check_seq(&rec.data, &mut seq);
+            }
+        });
+        s.next_seq = seq;
+        assert_eq!(
+            allocs, 0,
+            "read_into allocated {allocs} times for {n} records"
+        );
+    }
+    assert!(matches!(
+        reader.read_into(&mut rec),
+        Err(Error::DeadlineExceeded)
+    ));
+}
+
+#[test]
+fn read_zero_copy_and_commit_allocate_nothing() {
+    if !privileged_or_skip("read_zero_copy_and_commit_allocate_nothing") {
+        return;
+    }
+    let mut s = setup(RecordSize::Mixed(vec![8, 64, 200, 1000]));
+    let mut reader = Reader::new(&s.ring).expect("reader");
+    reader.set_deadline(Some(Instant::now()));
+    let warm = s.fill(100);
+    for _ in 0..warm {
+        reader.read_zero_copy().expect("warm-up read");
+    }
+    reader.commit();
+    for _round in 0..3 {
+        let n = s.fill(N);
+        let mut seq = 0;
+        let (allocs, ()) = allocs_in(|| {
+            let mut got = 0;
+            while got < n {
+                // Batches of up to 64 records, one commit each.
+                for _ in 0..64.min(n - got) {
+                    let rec = reader.read_zero_copy().expect("read_zero_copy");
+                    check_seq(rec, &mut seq);
+                    got += 1;
+                }
+                reader.commit();
+            }
+        });
+        assert_eq!(
+            allocs, 0,
+            "read_zero_copy/commit allocated {allocs} times for {n} records"
+        );
+    }
+    // Empty now: with nothing outstanding the past deadline ends the read.
+    assert!(matches!(
+        reader.read_zero_copy(),
+        Err(Error::DeadlineExceeded)
+    ));
+}
+
+#[test]
+fn consume_allocates_nothing() {
+    if !privileged_or_skip("consume_allocates_nothing") {
+        return;
+    }
+    let mut s = setup(RecordSize::Fixed(64));
+    let mut reader = Reader::new(&s.ring).expect("reader");
+    let warm = s.fill(100);
+    let st = reader
+        .consume(|_| ControlFlow::Continue(()))
+        .expect("warm-up consume");
+    assert_eq!(st.records as u64, warm);
+    for _round in 0..3 {
+        // One call for everything.
+        let n = s.fill(N);
+        let mut seq = 0;
+        let (allocs, st) = allocs_in(|| {
+            reader
+                .consume(|rec| {
+                    check_seq(rec, &mut seq);
+                    ControlFlow::Continue(())
+                })
+                .expect("consume")
+        });
+        assert_eq!(st.records as u64, n);
+        assert_eq!(
+            allocs, 0,
+            "consume allocated {allocs} times for {n} records"
+        );
+
+        // Many small budgeted calls.
+        let n = s.fill(N);
+        let (allocs, got) = allocs_in(|| {
+            let mut got = 0u64;
+            loop {
+                let st = reader
+                    .consume_with_budget(Budget::records(50), |rec| {
+                        check_seq(rec, &mut seq);
+                        ControlFlow::Continue(())
+                    })
+                    .expect("consume_with_budget");
+                if st.records == 0 {
+                    break got;
+                }
+                got += st.records as u64;
+            }
+        });
+        assert_eq!(got, n);
+        assert_eq!(
+            allocs, 0,
+            "consume_with_budget allocated {allocs} times for {n} records"
+        );
+    }
+}
