@@ -14,7 +14,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bpf_ringbuf::testing::{check_payload, KernelProducer, ProducerConfig, Wakeup};
+use bpf_ringbuf::testing::{
+    available_cpus, check_payload, pin_current_thread, KernelProducer, ProducerConfig, Wakeup,
+};
 use bpf_ringbuf::{Error, Reader, RingBuf};
 
 const USAGE: &str = "\
@@ -171,6 +173,10 @@ fn demo(o: Opts) -> Result<(), String> {
                 per
             };
             thread::spawn(move || -> Result<(u64, u64), Error> {
+                // Producers on CPU 0 (and 1); the reader on the last CPU.
+                if available_cpus() > 1 {
+                    let _ = pin_current_thread(i as usize % available_cpus());
+                }
                 let (mut submitted, mut dropped, mut done) = (0, 0, 0);
                 while done < n {
                     let chunk = (n - done).min(4096);
@@ -199,6 +205,9 @@ fn demo(o: Opts) -> Result<(), String> {
         totals
     });
 
+    if available_cpus() > 1 {
+        let _ = pin_current_thread(available_cpus() - 1);
+    }
     // Bitmap of sequence numbers seen: each exactly once, contiguous from 0.
     let mut seen = vec![0u64; (o.records as usize).div_ceil(64)];
     let (mut count, mut bytes, mut last, mut in_order, mut batches) =

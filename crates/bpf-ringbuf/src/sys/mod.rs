@@ -9,6 +9,8 @@
 
 pub(crate) mod bpf;
 pub(crate) mod epoll;
+#[cfg(feature = "testing")]
+pub(crate) mod memfd;
 pub(crate) mod mmap;
 
 use std::io;
@@ -102,4 +104,22 @@ pub(crate) fn mount_bpffs(path: &std::path::Path) -> Result<(), Error> {
         )
     };
     cvt("mount(bpf)", ret as libc::c_long).map(drop)
+}
+
+/// `sched_setaffinity(0, {cpu})`: pins the calling thread to one CPU.
+#[cfg(feature = "testing")]
+pub(crate) fn pin_current_thread(cpu: usize) -> Result<(), Error> {
+    // SAFETY: cpu_set_t is plain data; zeroed is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return Err(Error::Syscall {
+            call: "sched_setaffinity",
+            source: io::Error::from_raw_os_error(libc::EINVAL),
+        });
+    }
+    // SAFETY: `cpu < CPU_SETSIZE` (checked above), so the bit is inside `set`.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    cvt("sched_setaffinity", ret as libc::c_long).map(drop)
 }

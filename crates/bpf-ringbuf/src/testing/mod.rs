@@ -192,3 +192,16 @@ pub fn create_map(
 ) -> Result<std::os::fd::OwnedFd> {
     crate::sys::bpf::map_create(map_type, key_size, value_size, max_entries, "rb_test_map")
 }
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity`). Benchmarks and
+/// demos pin the producer and the consumer to different CPUs: otherwise the
+/// scheduler may wake the consumer on the producer's busy CPU, where it waits
+/// a whole time slice while the ring fills.
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    crate::sys::pin_current_thread(cpu)
+}
+
+/// The number of CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
