@@ -1,0 +1,47 @@
+//! The README's quick example: read a ring buffer zero-copy, one commit per batch.
+//!
+//! Run as root: `cargo run -p bpf-ringbuf --features testing --example quickstart`
+//! (the `testing` feature provides the kernel producer standing in for your
+//! BPF program).
+
+use std::time::{Duration, Instant};
+
+use bpf_ringbuf::testing::{KernelProducer, ProducerConfig};
+use bpf_ringbuf::{Error, Reader, RingBuf};
+
+fn main() -> bpf_ringbuf::Result<()> {
+    // In an agent, the map comes from your loader: RingBuf::open_pinned(path),
+    // RingBuf::from_id(id), or Reader::new(&aya_or_libbpf_map) directly.
+    let ring = RingBuf::create(1 << 20)?;
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(64))?;
+    producer.produce(10_000)?;
+
+    let mut reader = Reader::new(&ring)?;
+    reader.set_deadline(Some(Instant::now() + Duration::from_millis(100)));
+    let (mut records, mut sum) = (0u64, 0u64);
+    loop {
+        // Up to 256 records read in place, then one release store.
+        let mut stop = None;
+        for _ in 0..256 {
+            match reader.read_zero_copy() {
+                Ok(rec) => {
+                    records += 1;
+                    sum += u64::from_le_bytes(rec[..8].try_into().unwrap());
+                }
+                Err(e) => {
+                    stop = Some(e);
+                    break;
+                }
+            }
+        }
+        reader.commit();
+        match stop {
+            None | Some(Error::CommitRequired) => continue,
+            Some(Error::DeadlineExceeded) => break,
+            Some(e) => return Err(e),
+        }
+    }
+    println!("{records} records, sequence numbers sum to {sum}");
+    assert_eq!(sum, (0..records).sum::<u64>());
+    Ok(())
+}
