@@ -155,6 +155,31 @@ pub fn temp_pin_path(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
+
+/// `bpf(BPF_MAP_CREATE)` of any map type, for tests that need a map of the
+/// wrong type (an array, a `USER_RINGBUF`).
+pub fn create_map(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+) -> Result<std::os::fd::OwnedFd> {
+    crate::sys::bpf::map_create(map_type, key_size, value_size, max_entries, "rb_test_map")
+}
+
+/// Pins the calling thread to `cpu` (`sched_setaffinity`). Benchmarks and
+/// demos pin the producer and the consumer to different CPUs: otherwise the
+/// scheduler may wake the consumer on the producer's busy CPU, where it waits
+/// a whole time slice while the ring fills.
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    crate::sys::pin_current_thread(cpu)
+}
+
+/// The number of CPUs this process may run on.
+pub fn available_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,28 +205,4 @@ mod tests {
         }
         assert_eq!(check_payload(&[1, 2, 3]), Err(PayloadError::TooShort(3)));
     }
-}
-
-/// `bpf(BPF_MAP_CREATE)` of any map type, for tests that need a map of the
-/// wrong type (an array, a `USER_RINGBUF`).
-pub fn create_map(
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-) -> Result<std::os::fd::OwnedFd> {
-    crate::sys::bpf::map_create(map_type, key_size, value_size, max_entries, "rb_test_map")
-}
-
-/// Pins the calling thread to `cpu` (`sched_setaffinity`). Benchmarks and
-/// demos pin the producer and the consumer to different CPUs: otherwise the
-/// scheduler may wake the consumer on the producer's busy CPU, where it waits
-/// a whole time slice while the ring fills.
-pub fn pin_current_thread(cpu: usize) -> Result<()> {
-    crate::sys::pin_current_thread(cpu)
-}
-
-/// The number of CPUs this process may run on.
-pub fn available_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
