@@ -155,7 +155,6 @@ pub fn temp_pin_path(name: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-
 /// `bpf(BPF_MAP_CREATE)` of any map type, for tests that need a map of the
 /// wrong type (an array, a `USER_RINGBUF`).
 pub fn create_map(
