@@ -70,6 +70,8 @@
 //! edge-triggered epoll (tokio, mio) hangs without the fence.
 
 pub(crate) mod consumer;
+#[cfg(feature = "testing")]
+pub(crate) mod fake;
 pub(crate) mod sync;
 pub(crate) mod wakeup;
 

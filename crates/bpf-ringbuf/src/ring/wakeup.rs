@@ -45,7 +45,7 @@ pub(crate) fn publish_and_check_empty<const FENCE: bool>(
 /// of the header at `rec_pos`, the producer wakes the consumer only if the
 /// published consumer position equals `rec_pos` (it had caught up).
 #[cfg_attr(
-    not(any(test, feature = "testing")),
+    not(any(test, loom, feature = "testing")),
     expect(dead_code, reason = "used by the fake ring and the loom model")
 )]
 #[inline]

@@ -60,7 +60,6 @@ impl Mmap {
     /// Reserves `len` bytes of address space (`PROT_NONE`, anonymous), to be
     /// filled by [`Mmap::map_fixed`]. Used by the fake ring's double mapping.
     #[cfg(feature = "testing")]
-    #[expect(dead_code, reason = "for the fake ring's double mapping")]
     pub(crate) fn reserve(len: usize) -> Result<Mmap, Error> {
         // SAFETY: a fresh anonymous PROT_NONE mapping replaces nothing.
         let ptr = unsafe {
@@ -88,7 +87,6 @@ impl Mmap {
     /// Maps `len` bytes of `fd` at `offset` read-write over `self[at..at+len]`
     /// (`MAP_FIXED`). The range must lie inside this reservation.
     #[cfg(feature = "testing")]
-    #[expect(dead_code, reason = "for the fake ring's double mapping")]
     pub(crate) fn map_fixed(
         &self,
         at: usize,

@@ -22,8 +22,10 @@
 //! ```
 
 mod asm;
+mod fake;
 mod producer;
 
+pub use fake::{FakeRing, Reservation};
 pub use producer::{KernelProducer, ProduceReport, ProducerConfig, RecordSize, Wakeup};
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,408 @@
+//! The fake ring (feature `testing`): its layout and producer follow the
+//! kernel, and the public `Reader` runs on it unchanged. No privileges needed.
+#![cfg(feature = "testing")]
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use bpf_ringbuf::testing::{check_payload, fill_payload, FakeRing, Wakeup};
+use bpf_ringbuf::{page_size, Error, Reader};
+
+const BUSY: u32 = 1 << 31;
+const DISCARD: u32 = 1 << 30;
+
+fn now_deadline(r: &mut Reader) {
+    r.set_deadline(Some(Instant::now()));
+}
+
+fn record(seq: u64, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    fill_payload(seq, &mut v);
+    v
+}
+
+#[test]
+fn sizes_are_checked() {
+    let page = page_size();
+    for bad in [0, 8, page / 2, page + 8, 3 * page] {
+        assert!(
+            matches!(FakeRing::new(bad), Err(Error::BadSize { size, .. }) if size == bad),
+            "{bad}"
+        );
+    }
+    assert_eq!(FakeRing::new(2 * page).unwrap().size(), 2 * page);
+}
+
+#[test]
+fn kernel_layout_data_pages_mapped_twice() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let size = ring.size();
+    // A write near the end continues into the second copy, which is the start.
+    let bytes: Vec<u8> = (0..16).collect();
+    ring.write_data(size - 8, &bytes);
+    let mut start = [0u8; 8];
+    ring.read_data(0, &mut start);
+    assert_eq!(start, bytes[8..]);
+}
+
+#[test]
+fn reserve_refuses_like_the_kernel() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let size = ring.size();
+    assert!(ring.reserve(1 << 30).is_none(), "length with flag bits");
+    assert!(ring.reserve(size).is_none(), "larger than the ring");
+    assert!(
+        ring.reserve(size - 8).is_none(),
+        "needs size bytes: > size-1"
+    );
+    // The largest record: stride size - 8, so new_prod - cons = size - 8.
+    let r = ring.reserve(size - 16).expect("fits");
+    assert_eq!(r.position(), 0);
+    assert!(ring.reserve(0).is_none(), "the 8 bytes left are never used");
+    r.submit(Wakeup::Default);
+    assert_eq!(ring.producer_position(), size - 8);
+
+    // The consumer releases it: room again, and the next record wraps.
+    let mut reader = ring.reader().unwrap();
+    now_deadline(&mut reader);
+    assert_eq!(reader.read().unwrap().data.len(), size - 16);
+    assert_eq!(ring.consumer_position(), size - 8);
+    let payload = record(7, 100);
+    let pos = ring.output(&payload, Wakeup::Default).unwrap();
+    assert_eq!(pos, size - 8, "header at the last 8 bytes, payload wraps");
+    assert_eq!(reader.read().unwrap().data, payload);
+}
+
+#[test]
+fn full_ring_drops_then_recovers() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    now_deadline(&mut reader);
+    let mut seq = 0;
+    // 64-byte records, stride 72: fill until the producer gets None.
+    while ring.output(&record(seq, 64), Wakeup::Default).is_some() {
+        seq += 1;
+    }
+    let fitted = seq;
+    assert_eq!(fitted as usize, (ring.size() - 1) / 72);
+    // A zero-copy read does not free space until commit.
+    let first = reader.read_zero_copy().unwrap();
+    assert_eq!(check_payload(first), Ok(0));
+    assert!(ring.output(&record(seq, 64), Wakeup::Default).is_none());
+    reader.commit();
+    assert!(ring.output(&record(seq, 64), Wakeup::Default).is_some());
+    seq += 1;
+    let mut got = vec![];
+    reader
+        .consume(|r| {
+            got.push(check_payload(r).unwrap());
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(got, (1..seq).collect::<Vec<_>>());
+}
+
+#[test]
+fn out_of_order_commits_are_delivered_in_ring_order() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    now_deadline(&mut reader);
+    let mut a = ring.reserve(8).unwrap();
+    let mut b = ring.reserve(16).unwrap();
+    let mut c = ring.reserve(24).unwrap();
+    b.write(0, &record(1, 16));
+    b.submit(Wakeup::Default);
+    c.write(0, &record(2, 24));
+    c.submit(Wakeup::Default);
+    // `a` is BUSY: nothing after it is returned.
+    assert!(reader.try_read_zero_copy().unwrap().is_none());
+    let stats = reader.consume(|_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(stats.records, 0);
+    assert_eq!(stats.stop, bpf_ringbuf::StopReason::Busy);
+    assert!(matches!(reader.read(), Err(Error::DeadlineExceeded)));
+    a.write(0, &record(0, 8));
+    a.submit(Wakeup::Default);
+    let seqs: Vec<u64> = (0..3)
+        .map(|_| check_payload(&reader.read().unwrap().data).unwrap())
+        .collect();
+    assert_eq!(seqs, [0, 1, 2]);
+}
+
+#[test]
+fn dropped_reservation_is_discarded_and_leaked_one_blocks() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    now_deadline(&mut reader);
+    drop(ring.reserve(10).unwrap());
+    ring.output(b"after", Wakeup::Default).unwrap();
+    assert_eq!(reader.read().unwrap().data, b"after");
+    let stuck = ring.reserve(4).unwrap().leak();
+    ring.output(b"never", Wakeup::Default).unwrap();
+    assert_eq!(ring.header(stuck), 4 | BUSY);
+    assert!(matches!(reader.read(), Err(Error::DeadlineExceeded)));
+    assert_eq!(reader.read_position(), stuck);
+}
+
+#[test]
+fn wakeups_follow_the_kernel_rule() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    now_deadline(&mut reader);
+    // Consumer caught up (0 == 0): the first commit wakes.
+    assert!(ring.reserve(8).unwrap().submit(Wakeup::Default));
+    // Not caught up any more: no wakeup.
+    assert!(!ring.reserve(8).unwrap().submit(Wakeup::Default));
+    assert!(ring.reserve(8).unwrap().submit(Wakeup::ForceWakeup));
+    assert_eq!(ring.wakeups(), 2);
+    reader.consume(|_| ControlFlow::Continue(())).unwrap();
+    // Caught up again, but NO_WAKEUP never wakes.
+    assert!(!ring.reserve(8).unwrap().submit(Wakeup::NoWakeup));
+    assert!(!ring.reserve(8).unwrap().discard(Wakeup::NoWakeup));
+    // Out of order: the later record commits first at a position the consumer
+    // is not at; the earlier one, at the consumer position, wakes.
+    reader.consume(|_| ControlFlow::Continue(())).unwrap();
+    let a = ring.reserve(8).unwrap();
+    let b = ring.reserve(8).unwrap();
+    assert!(!b.submit(Wakeup::Default));
+    assert!(a.submit(Wakeup::Default));
+    assert_eq!(ring.wakeups(), 3);
+}
+
+#[test]
+fn blocked_reader_is_woken_by_a_producer_thread() {
+    let ring = FakeRing::new(4 * page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    // Generous safety net only; the test checks contents, not time.
+    reader.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+    const N: u64 = 20_000;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut seq = 0;
+            while seq < N {
+                let len = 8 + (seq as usize * 7) % 120;
+                if ring.output(&record(seq, len), Wakeup::Default).is_some() {
+                    seq += 1;
+                    if seq % 64 == 0 {
+                        std::thread::sleep(Duration::from_micros(50));
+                    }
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut next = 0;
+        let mut buf = Default::default();
+        while next < N {
+            reader.read_into(&mut buf).unwrap();
+            assert_eq!(check_payload(&buf.data), Ok(next));
+            next += 1;
+        }
+    });
+    now_deadline(&mut reader);
+    assert!(matches!(reader.read(), Err(Error::DeadlineExceeded)));
+}
+
+#[test]
+fn no_wakeup_records_need_a_deadline_or_flush() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    let handle = reader.handle();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            ring.output(b"quiet", Wakeup::NoWakeup).unwrap();
+            // No wakeup went out, so the blocked reader sleeps on: flush it.
+            std::thread::sleep(Duration::from_millis(20));
+            handle.flush();
+        });
+        // Blocks until the flush (the record was committed without a wakeup,
+        // unless the reader had not gone to sleep yet and saw it first).
+        match reader.read() {
+            Ok(rec) => {
+                assert_eq!(rec.data, b"quiet");
+                assert!(matches!(reader.read(), Err(Error::Flushed)));
+            }
+            Err(Error::Flushed) => assert_eq!(reader.read().unwrap().data, b"quiet"),
+            Err(e) => panic!("{e}"),
+        }
+    });
+    assert_eq!(ring.wakeups(), 0);
+}
+
+#[test]
+fn new_reader_starts_at_published_position() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    for seq in 0..10 {
+        ring.output(&record(seq, 32), Wakeup::Default).unwrap();
+    }
+    let mut r1 = ring.reader().unwrap();
+    now_deadline(&mut r1);
+    // Three read and committed, two read zero-copy and not committed.
+    for want in 0..3 {
+        assert_eq!(check_payload(&r1.read().unwrap().data), Ok(want));
+    }
+    assert_eq!(check_payload(r1.read_zero_copy().unwrap()), Ok(3));
+    assert_eq!(check_payload(r1.read_zero_copy().unwrap()), Ok(4));
+    drop(r1); // Drop does not commit.
+    let mut r2 = ring.reader().unwrap();
+    now_deadline(&mut r2);
+    let mut seqs = vec![];
+    r2.consume(|r| {
+        seqs.push(check_payload(r).unwrap());
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(seqs, (3..10).collect::<Vec<_>>());
+}
+
+#[test]
+fn positions_wrap_around_usize() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let start = usize::MAX - 63; // 8-aligned, 64 bytes before the wrap
+    ring.set_producer_position(start);
+    ring.set_consumer_position(start);
+    let mut reader = ring.reader().unwrap();
+    now_deadline(&mut reader);
+    for seq in 0..20 {
+        ring.output(&record(seq, 24), Wakeup::Default).unwrap();
+    }
+    for seq in 0..20 {
+        assert_eq!(check_payload(&reader.read().unwrap().data), Ok(seq));
+    }
+    assert_eq!(ring.consumer_position(), start.wrapping_add(20 * 32));
+}
+
+#[test]
+fn corrupt_headers_are_errors() {
+    let page = page_size();
+    // (header word, expected claimed length)
+    let cases: [(u32, usize); 4] = [
+        (64, 64),                             // past the producer position
+        (page as u32 * 4, page * 4),          // past the ring
+        (DISCARD | 0x3fff_fff0, 0x3fff_fff0), // discard flag with a huge length
+        (DISCARD | 100, 100),                 // a discard running past the data
+    ];
+    for (word, len) in cases {
+        let ring = FakeRing::new(page).unwrap();
+        let pos = ring.output(&record(0, 16), Wakeup::Default).unwrap();
+        ring.output(&record(1, 16), Wakeup::Default).unwrap();
+        ring.set_header(pos + 24, word);
+        let mut r = ring.reader().unwrap();
+        now_deadline(&mut r);
+        assert_eq!(check_payload(&r.read().unwrap().data), Ok(0));
+        let e = r.read().unwrap_err();
+        assert!(
+            matches!(e, Error::Corrupt { pos: p, len: l, available: 24 } if p == 24 && l == len),
+            "{word:#x}: {e:?}"
+        );
+        // Every read mode reports it, and keeps reporting it.
+        assert!(matches!(r.read_zero_copy(), Err(Error::Corrupt { .. })));
+        assert!(matches!(r.try_read_zero_copy(), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            r.consume(|_| ControlFlow::Continue(())),
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(ring.consumer_position(), 24, "records before it committed");
+    }
+}
+
+#[test]
+fn corrupt_positions_are_errors() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let size = ring.size();
+    // More outstanding than the ring holds.
+    ring.set_producer_position(size + 8);
+    let mut r = ring.reader().unwrap();
+    now_deadline(&mut r);
+    assert!(matches!(r.read(), Err(Error::Corrupt { pos: 0, .. })));
+    // Producer behind the consumer.
+    ring.set_consumer_position(64);
+    ring.set_producer_position(32);
+    let mut r = ring.reader().unwrap();
+    now_deadline(&mut r);
+    assert!(matches!(
+        r.read_zero_copy(),
+        Err(Error::Corrupt { pos: 64, .. })
+    ));
+    assert!(matches!(
+        r.consume(|_| ControlFlow::Continue(())),
+        Err(Error::Corrupt { .. })
+    ));
+    // Misaligned producer position.
+    ring.set_consumer_position(0);
+    ring.set_producer_position(12);
+    let mut r = ring.reader().unwrap();
+    now_deadline(&mut r);
+    assert!(matches!(r.read(), Err(Error::Corrupt { .. })));
+    // Misaligned consumer position: the reader refuses to start.
+    ring.set_consumer_position(4);
+    assert!(matches!(ring.reader(), Err(Error::Corrupt { pos: 4, .. })));
+}
+
+/// `wait()` and `batch()` must report a corrupt head record, not loop on it.
+#[test]
+fn wait_and_batch_report_corrupt_head() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let pos = ring.output(&record(0, 16), Wakeup::Default).unwrap();
+    ring.set_header(pos, 200); // runs past the 24 bytes produced
+    let mut r = ring.reader().unwrap();
+    now_deadline(&mut r);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let w = r.wait().map(drop);
+        let b = r.batch().map(drop);
+        let _ = tx.send((w, b));
+    });
+    let (w, b) = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("wait()/batch() looped forever on a corrupt header");
+    assert!(
+        matches!(
+            w,
+            Err(Error::Corrupt {
+                pos: 0,
+                len: 200,
+                ..
+            })
+        ),
+        "{w:?}"
+    );
+    assert!(
+        matches!(
+            b,
+            Err(Error::Corrupt {
+                pos: 0,
+                len: 200,
+                ..
+            })
+        ),
+        "{b:?}"
+    );
+}
+
+#[test]
+fn reads_after_close_and_deadline_in_the_past() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    ring.output(b"one", Wakeup::Default).unwrap();
+    let mut r = ring.reader().unwrap();
+    r.set_deadline(Some(Instant::now() - Duration::from_secs(1)));
+    // A past deadline still returns what is there, then DeadlineExceeded.
+    assert_eq!(r.read().unwrap().data, b"one");
+    assert!(matches!(r.read(), Err(Error::DeadlineExceeded)));
+    assert!(matches!(r.read_zero_copy(), Err(Error::DeadlineExceeded)));
+    ring.output(b"two", Wakeup::Default).unwrap();
+    let h = r.handle();
+    h.close();
+    h.close(); // idempotent
+    assert!(matches!(r.read(), Err(Error::Closed)));
+    assert!(matches!(r.read_zero_copy(), Err(Error::Closed)));
+    assert!(matches!(r.try_read_zero_copy(), Err(Error::Closed)));
+    assert!(matches!(r.wait(), Err(Error::Closed)));
+    assert!(matches!(
+        r.consume(|_| ControlFlow::Continue(())),
+        Err(Error::Closed)
+    ));
+    // The record is still in the ring for a new reader.
+    let mut r2 = ring.reader().unwrap();
+    now_deadline(&mut r2);
+    assert_eq!(r2.read().unwrap().data, b"two");
+}
