@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::map::check_map;
 use crate::ring::consumer::{Consumer, DrainEnd, Step};
+use crate::ring::Peek;
 use crate::sys::{self, bpf, mmap::Mmap};
 use crate::wait::{self, ReaderHandle, Shared, Waiter};
 
@@ -274,6 +275,20 @@ impl Reader {
             }
             if self.cur.head_busy() {
                 self.stalled(Step::Busy)?;
+            } else if self.cur.known_remaining() != 0 {
+                // Data past the cursor that is neither ready nor BUSY: the
+                // header is corrupt (or was committed between the two looks,
+                // and the next turn returns). `refill` would see data there
+                // and return at once, so without this the loop never ends.
+                let pos = self.cur.pos();
+                let prod = pos.wrapping_add(self.cur.known_remaining());
+                if let Peek::Corrupt { len, available } = self.cur.raw().peek(pos, prod) {
+                    return Err(Error::Corrupt {
+                        pos,
+                        len,
+                        available,
+                    });
+                }
             } else {
                 self.refill()?;
             }
