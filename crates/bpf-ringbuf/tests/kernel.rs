@@ -15,7 +15,7 @@ use bpf_ringbuf::{Budget, Error, Reader, Record, RingBuf, StopReason};
 
 macro_rules! privileged {
     () => {
-        if !privileged_or_skip(&format!("{}:{}", file!(), line!())) {
+        if !privileged_or_skip(std::thread::current().name().unwrap_or(module_path!())) {
             return;
         }
     };
