@@ -89,14 +89,13 @@
 mod error;
 mod map;
 mod reader;
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "the ring protocol over mapped memory")]
 mod ring;
-#[allow(unsafe_code)]
+#[expect(unsafe_code, reason = "raw system calls")]
 mod sys;
 mod wait;
 
 #[cfg(feature = "testing")]
-#[allow(unsafe_code)]
 pub mod testing;
 
 pub use error::{Error, Result};

@@ -700,3 +700,57 @@ fn producer_config_is_validated() {
         .unwrap();
     assert_eq!(n, 8);
 }
+
+extern "C" fn on_signal(_: libc::c_int) {}
+
+#[test]
+fn signals_do_not_end_a_blocked_read_early() {
+    privileged!();
+    // A handler (so the signal interrupts epoll_wait with EINTR instead of
+    // being ignored or killing the process).
+    // SAFETY: installs an async-signal-safe no-op handler for SIGUSR2.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_signal as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, std::ptr::null_mut()), 0);
+    }
+    let ring = RingBuf::create(8 * page()).unwrap();
+    let producer = KernelProducer::new(
+        &ring,
+        ProducerConfig {
+            wakeup: Wakeup::NoWakeup,
+            ..ProducerConfig::fixed(16)
+        },
+    )
+    .unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    let deadline = Instant::now() + Duration::from_millis(300);
+    reader.set_deadline(Some(deadline));
+    let (tx, rx) = mpsc::channel();
+    let t = thread::spawn(move || {
+        // SAFETY: pthread_self has no preconditions.
+        tx.send(unsafe { libc::pthread_self() }).unwrap();
+        let mut got = Vec::new();
+        let end = loop {
+            match reader.read() {
+                Ok(r) => got.push(check_payload(&r.data).unwrap()),
+                Err(e) => break e,
+            }
+        };
+        (got, end, Instant::now())
+    });
+    let tid = rx.recv().unwrap();
+    for i in 0..5 {
+        thread::sleep(Duration::from_millis(30));
+        if i == 2 {
+            producer.produce(3).unwrap(); // NO_WAKEUP: only the deadline finds them
+        }
+        // SAFETY: the thread is alive until it returns (joined below).
+        unsafe { libc::pthread_kill(tid, libc::SIGUSR2) };
+    }
+    let (got, end, at) = t.join().unwrap();
+    assert!(matches!(end, Error::DeadlineExceeded), "{end}");
+    assert!(at >= deadline, "returned before the deadline");
+    assert_eq!(got, vec![0, 1, 2]);
+}
