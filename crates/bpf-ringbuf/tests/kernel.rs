@@ -754,3 +754,66 @@ fn signals_do_not_end_a_blocked_read_early() {
     assert!(at >= deadline, "returned before the deadline");
     assert_eq!(got, vec![0, 1, 2]);
 }
+
+#[test]
+fn concurrent_producers_share_one_sequence() {
+    privileged!();
+    let ring = RingBuf::create(256 * page()).unwrap();
+    let a = std::sync::Arc::new(KernelProducer::new(&ring, ProducerConfig::fixed(24)).unwrap());
+    let b = KernelProducer::new(&ring, mixed()).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    let (submitted, seen) = thread::scope(|s| {
+        // Two threads on one producer, a third on another producer of the same map.
+        let workers: Vec<_> = [a.clone(), a.clone()]
+            .into_iter()
+            .map(|p| {
+                s.spawn(move || {
+                    (0..20)
+                        .map(|_| p.produce(100).unwrap().submitted)
+                        .sum::<u64>()
+                })
+            })
+            .chain([s.spawn(|| {
+                (0..20)
+                    .map(|_| b.produce(100).unwrap().submitted)
+                    .sum::<u64>()
+            })])
+            .collect();
+        let mut seen = Vec::new();
+        reader.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+        while seen.len() < 6000 {
+            reader
+                .consume(|r| {
+                    seen.push(check_payload(r).unwrap());
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            if seen.len() < 6000 && !workers.iter().all(|w| w.is_finished()) {
+                reader.set_deadline(Some(Instant::now() + Duration::from_millis(50)));
+                match reader.wait() {
+                    Ok(()) | Err(Error::DeadlineExceeded) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            } else if workers.iter().all(|w| w.is_finished()) {
+                reader
+                    .consume(|r| {
+                        seen.push(check_payload(r).unwrap());
+                        ControlFlow::Continue(())
+                    })
+                    .unwrap();
+                break;
+            }
+        }
+        let submitted: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+        (submitted, seen)
+    });
+    assert_eq!(submitted, 6000, "a 1 MiB ring holds all of them");
+    let mut sorted = seen.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        (0..6000).collect::<Vec<_>>(),
+        "each sequence number exactly once"
+    );
+    assert_eq!(a.next_seq().unwrap(), 6000);
+}
