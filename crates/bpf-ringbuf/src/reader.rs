@@ -270,27 +270,17 @@ impl Reader {
             if self.shared.is_closed() {
                 return Err(Error::Closed);
             }
-            if self.cur.head_ready() {
-                return Ok(());
-            }
-            if self.cur.head_busy() {
-                self.stalled(Step::Busy)?;
-            } else if self.cur.known_remaining() != 0 {
-                // Data past the cursor that is neither ready nor BUSY: the
-                // header is corrupt (or was committed between the two looks,
-                // and the next turn returns). `refill` would see data there
-                // and return at once, so without this the loop never ends.
-                let pos = self.cur.pos();
-                let prod = pos.wrapping_add(self.cur.known_remaining());
-                if let Peek::Corrupt { len, available } = self.cur.raw().peek(pos, prod) {
+            match self.cur.head() {
+                None => self.refill()?,
+                Some(Peek::Record { .. } | Peek::Discard { .. }) => return Ok(()),
+                Some(Peek::Busy) => self.stalled(Step::Busy)?,
+                Some(Peek::Corrupt { len, available }) => {
                     return Err(Error::Corrupt {
-                        pos,
+                        pos: self.cur.pos(),
                         len,
                         available,
-                    });
+                    })
                 }
-            } else {
-                self.refill()?;
             }
         }
     }
@@ -499,7 +489,7 @@ impl Reader {
         loop {
             wait::check_stop(&self.shared, self.deadline)?;
             wait::busy_backoff(&mut step, self.deadline);
-            if !self.cur.head_busy() {
+            if !matches!(self.cur.head(), Some(Peek::Busy)) {
                 return Ok(());
             }
         }

@@ -179,23 +179,13 @@ impl Consumer {
         }
     }
 
-    /// Whether the header at the cursor is BUSY (stale view: re-reads it).
+    /// What is at the cursor, using the cached producer position: `None`
+    /// when the cursor has reached it. Re-reads the header; moves nothing.
     #[inline]
-    pub(crate) fn head_busy(&self) -> bool {
+    pub(crate) fn head(&self) -> Option<Peek> {
         let pos = self.pos.get();
-        pos != self.prod.get() && matches!(self.ring.peek(pos, self.prod.get()), Peek::Busy)
-    }
-
-    /// Whether the header at the cursor is ready to step over (a record or a
-    /// discard), using the cached producer position.
-    #[inline]
-    pub(crate) fn head_ready(&self) -> bool {
-        let pos = self.pos.get();
-        pos != self.prod.get()
-            && matches!(
-                self.ring.peek(pos, self.prod.get()),
-                Peek::Record { .. } | Peek::Discard { .. }
-            )
+        let prod = self.prod.get();
+        (pos != prod).then(|| self.ring.peek(pos, prod))
     }
 
     /// Loads the producer position (one Acquire load) and checks it.
