@@ -186,7 +186,7 @@ pub struct Opts {
     pub ring_sizes: Vec<usize>,
     pub rec_sizes: Vec<usize>,
     pub stream_records: u64,
-    pub stream_ring: usize,
+    pub stream_rings: Vec<usize>,
     pub cost_events: usize,
     pub cost_pause: Duration,
     pub scenarios: Vec<String>,
@@ -198,6 +198,8 @@ pub struct DrainRow {
     pub ring: usize,
     pub size: usize,
     pub records: u64,
+    /// Fill+drain cycles timed per sample.
+    pub reps: u64,
     /// ns per record, per measured round, per kind (index = Kind::ALL position).
     pub ns: Vec<Vec<f64>>,
 }
@@ -220,22 +222,31 @@ pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
                 .iter()
                 .map(|r| Producer::new(r, size))
                 .collect::<Res<_>>()?;
+            // Small drains are short (1021 records of 4 KiB take a few µs):
+            // time several fill+drain cycles per sample so one interrupt
+            // does not decide a round.
+            let reps = 65_536u64.div_ceil(n).clamp(1, 32);
             let mut ns = vec![Vec::new(); kinds.len()];
             let t0 = Instant::now();
             for round in 0..o.warmup + o.rounds {
                 for j in 0..kinds.len() {
                     let i = (j + round) % kinds.len();
-                    let p = prods[i].produce(n)?;
-                    if p.dropped != 0 || p.expect.count != n {
-                        panic!("pre-fill of {n} records dropped {}", p.dropped);
+                    let mut total = Duration::ZERO;
+                    for _ in 0..reps {
+                        let p = prods[i].produce(n)?;
+                        if p.dropped != 0 || p.expect.count != n {
+                            return Err(
+                                format!("pre-fill of {n} records dropped {}", p.dropped).into()
+                            );
+                        }
+                        let mut t = Tally::default();
+                        let start = Instant::now();
+                        cons[i].drain(&mut t)?;
+                        total += start.elapsed();
+                        check(kinds[i].label(), &t, &p.expect);
                     }
-                    let mut t = Tally::default();
-                    let start = Instant::now();
-                    cons[i].drain(&mut t)?;
-                    let dt = start.elapsed();
-                    check(kinds[i].label(), &t, &p.expect);
                     if round >= o.warmup {
-                        ns[i].push(dt.as_nanos() as f64 / n as f64);
+                        ns[i].push(total.as_nanos() as f64 / (n * reps) as f64);
                     }
                 }
             }
@@ -248,6 +259,7 @@ pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
             rows.push(DrainRow {
                 ring: rsize,
                 size,
+                reps,
                 records: n,
                 ns,
             });
@@ -323,11 +335,29 @@ pub fn stream_once(
     Ok(out)
 }
 
-pub fn stream(o: &Opts) -> Res<Vec<Vec<StreamRound>>> {
+pub struct StreamRing {
+    pub ring: usize,
+    /// Per kind, per measured round.
+    pub rounds: Vec<Vec<StreamRound>>,
+}
+
+pub fn stream(o: &Opts) -> Res<Vec<StreamRing>> {
+    o.stream_rings
+        .iter()
+        .map(|&r| {
+            Ok(StreamRing {
+                ring: r,
+                rounds: stream_ring(o, r)?,
+            })
+        })
+        .collect()
+}
+
+pub fn stream_ring(o: &Opts, ring_size: usize) -> Res<Vec<Vec<StreamRound>>> {
     let kinds = Kind::ALL;
     let rings: Vec<RingBuf> = kinds
         .iter()
-        .map(|_| new_ring(o.stream_ring))
+        .map(|_| new_ring(ring_size))
         .collect::<Res<_>>()?;
     let mut prods: Vec<Producer> = rings
         .iter()
@@ -344,7 +374,11 @@ pub fn stream(o: &Opts) -> Res<Vec<Vec<StreamRound>>> {
             }
         }
     }
-    eprintln!("stream: {:.1}s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "stream ring={} MiB: {:.1}s",
+        ring_size >> 20,
+        t0.elapsed().as_secs_f64()
+    );
     Ok(res)
 }
 
@@ -436,6 +470,24 @@ pub fn cost(o: &Opts) -> Res<Vec<Vec<f64>>> {
     Ok(res)
 }
 
+fn profile_drain(size: usize) -> Res<()> {
+    let rsize = 4 << 20;
+    let n = (rsize / (size + 8).next_multiple_of(8) - 1) as u64;
+    for &k in Kind::ALL {
+        let ring = new_ring(rsize)?;
+        let mut c = make(k, &ring)?;
+        let mut p = Producer::new(&ring, size)?;
+        for _ in 0..2 {
+            let e = p.produce(n)?;
+            let mut t = Tally::default();
+            c.drain(&mut t)?;
+            check(k.label(), &t, &e.expect);
+        }
+        println!("{:?}: {} records drained twice", k, n);
+    }
+    Ok(())
+}
+
 const USAGE: &str =
     "ringbuf-bench [--quick] [--scenario drain,stream,cost] [--rounds N] [--warmup N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
@@ -463,7 +515,7 @@ fn main() -> Res<()> {
         ring_sizes: vec![4 << 20, 64 << 20],
         rec_sizes: vec![16, 64, 256, 1024, 4096],
         stream_records: 500_000,
-        stream_ring: 1 << 20,
+        stream_rings: vec![1 << 20, 16 << 20],
         cost_events: 100,
         cost_pause: Duration::from_micros(200),
         scenarios: vec!["drain".into(), "stream".into(), "cost".into()],
@@ -483,6 +535,11 @@ fn main() -> Res<()> {
     }
     if let Some(v) = arg(&args, "--warmup") {
         o.warmup = v.parse()?;
+    }
+    if let Some(size) = arg(&args, "--profile-drain") {
+        // For valgrind --tool=callgrind: every consumer drains one pre-filled
+        // 4 MiB ring of `size`-byte records, twice. See BENCHMARKS.md.
+        return profile_drain(size.parse()?);
     }
     let t0 = Instant::now();
     let has = |n: &str| o.scenarios.iter().any(|s| s == n);

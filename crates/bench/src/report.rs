@@ -3,7 +3,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::{DrainRow, Kind, Opts, StreamRound};
+use crate::{DrainRow, Kind, Opts, StreamRing};
 
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -90,7 +90,7 @@ pub fn machine(rustc: &str) -> String {
 pub fn render(
     o: &Opts,
     d: &[DrainRow],
-    s: &[Vec<StreamRound>],
+    s: &[StreamRing],
     c: &[Vec<f64>],
     took: Duration,
 ) -> String {
@@ -146,19 +146,29 @@ pub fn render(
                 );
             }
         }
-        if !s.is_empty() {
+        for sr in s {
+            let raw_clean: Vec<bool> = sr.rounds[rref].iter().map(|r| r.dropped == 0).collect();
             for k in [
                 Kind::OursZeroCopy,
                 Kind::OursConsume,
                 Kind::OursReadInto,
                 Kind::OursRead,
             ] {
-                let dr: u64 = s[idx(k)].iter().map(|r| r.dropped).sum();
+                let dr: u64 = sr.rounds[idx(k)].iter().map(|r| r.dropped).sum();
+                let bad = sr.rounds[idx(k)].iter().filter(|r| r.dropped > 0).count();
+                // Rounds where ours failed reserves but the raw reference,
+                // in the same round, did not.
+                let worse = sr.rounds[idx(k)]
+                    .iter()
+                    .zip(&raw_clean)
+                    .filter(|(r, clean)| r.dropped > 0 && **clean)
+                    .count();
                 let _ = writeln!(
                     m,
-                    "| stream, {} ring: no failed reserve with {} | 64 B | {dr} failed | | {} |",
-                    size_label(o.stream_ring),
+                    "| stream, {} ring: no failed reserve with {} | 64 B | {dr} failed in {bad} of {} rounds ({worse} of them with none for the raw reference) | | {} |",
+                    size_label(sr.ring),
                     k.label(),
+                    sr.rounds[idx(k)].len(),
                     mark(dr == 0)
                 );
             }
@@ -194,9 +204,9 @@ pub fn render(
             }
             m.push('\n');
         }
-        let _ = write!(m, "| records per drain |");
+        let _ = write!(m, "| records per drain × drains per sample |");
         for r in &rows {
-            let _ = write!(m, " {} |", r.records);
+            let _ = write!(m, " {} × {} |", r.records, r.reps);
         }
         m.push_str("\n\nCopying consumers against the raw copying loop:\n\n");
         let _ = write!(m, "| consumer |");
@@ -252,11 +262,12 @@ pub fn render(
         m.push_str("\n</details>\n\n");
     }
 
-    if !s.is_empty() {
+    for sr in s {
+        let s = &sr.rounds;
         let _ = writeln!(
             m,
             "### Stream: kernel producer thread on CPU 0, consumer on CPU 1, {} ring, 64 B records, {} records per run\n",
-            size_label(o.stream_ring),
+            size_label(sr.ring),
             o.stream_records
         );
         let _ = writeln!(
