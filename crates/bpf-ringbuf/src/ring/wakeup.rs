@@ -45,7 +45,7 @@ pub(crate) fn publish_and_check_empty<const FENCE: bool>(
 /// of the header at `rec_pos`, the producer wakes the consumer only if the
 /// published consumer position equals `rec_pos` (it had caught up).
 #[cfg_attr(
-    not(any(test, loom, feature = "testing")),
+    not(any(test, feature = "testing")),
     expect(dead_code, reason = "used by the fake ring and the loom model")
 )]
 #[inline]
@@ -57,6 +57,11 @@ pub(crate) fn commit_needs_wakeup(
 ) -> bool {
     // SeqCst swap: the kernel's xchg is a full barrier (smp_mb before and after).
     header.swap(new_len, Ordering::SeqCst);
+    // The smp_mb *after* the xchg is what pairs with the consumer's fence in
+    // `publish_and_check_empty`: a SeqCst RMW alone does not order the
+    // following (non-SeqCst) load of consumer_pos in the language's model,
+    // and loom indeed finds the lost wakeup without this fence.
+    fence(Ordering::SeqCst);
     // The kernel reads consumer_pos with smp_load_acquire after the xchg.
     consumer_pos.load(Ordering::Acquire) == rec_pos
 }
