@@ -45,6 +45,14 @@ fn mark(ok: bool) -> &'static str {
     }
 }
 
+/// `/proc/loadavg`'s first three fields: other work on this 2-core machine
+/// shows here, and the stream scenario is sensitive to it.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
 /// The machine and the versions, read at run time (and from Cargo.lock at build time).
 pub fn machine(rustc: &str) -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
@@ -276,7 +284,7 @@ pub fn render(
         );
         let _ = writeln!(
             m,
-            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | failed reserves per round |\n|---|---:|---:|---:|---:|---|"
+            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | failed reserves per round | longest step per round, µs |\n|---|---:|---:|---:|---:|---|---|"
         );
         let cpu_ref: Vec<f64> = s[rref].iter().map(|r| r.cpu_ns_per_rec).collect();
         for (k, kind) in Kind::ALL.iter().enumerate() {
@@ -284,15 +292,20 @@ pub fn render(
             let cpu: Vec<f64> = s[k].iter().map(|r| r.cpu_ns_per_rec).collect();
             let w: Vec<f64> = s[k].iter().map(|r| r.waits_per_rec).collect();
             let dr: Vec<String> = s[k].iter().map(|r| r.dropped.to_string()).collect();
+            let gaps: Vec<String> = s[k]
+                .iter()
+                .map(|r| format!("{:.0}", r.max_step_us))
+                .collect();
             let _ = writeln!(
                 m,
-                "| {} | {:.2} M | {:.1} | {:.2}× | {:.4} | {} |",
+                "| {} | {:.2} M | {:.1} | {:.2}× | {:.4} | {} | {} |",
                 kind.label(),
                 median(&rps) / 1e6,
                 median(&cpu),
                 median(&ratios(&cpu, &cpu_ref)),
                 median(&w),
-                dr.join(" ")
+                dr.join(" "),
+                gaps.join(" ")
             );
         }
         m.push('\n');
