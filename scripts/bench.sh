@@ -7,8 +7,8 @@
 #   scripts/bench.sh --quick    # smoke run (fewer rounds, 4 MiB only), prints to stdout
 #
 # Needs root (or CAP_BPF + CAP_PERFMON): it creates ring buffer maps and runs
-# BPF programs with BPF_PROG_TEST_RUN. Takes about a minute on 2 cores after
-# a first build of about a minute.
+# BPF programs with BPF_PROG_TEST_RUN. Takes about two minutes on 2 cores,
+# plus a first build of about a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,8 +18,9 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 # libbpf-sys builds its vendored libbpf: it needs libelf, zlib, pkg-config, make.
+# valgrind counts instructions per record (callgrind) for the report.
 missing=()
-for p in libelf-dev zlib1g-dev pkg-config make; do
+for p in libelf-dev zlib1g-dev pkg-config make valgrind; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then

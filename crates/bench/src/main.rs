@@ -500,8 +500,111 @@ fn profile_drain(size: usize) -> Res<()> {
     Ok(())
 }
 
+/// The function whose cost is one consumer's drain, as a callgrind
+/// `--toggle-collect` pattern.
+fn drain_symbol(k: Kind) -> &'static str {
+    match k {
+        Kind::OursZeroCopy => "*Ours::drain_zero_copy",
+        Kind::OursConsume => "*Ours::drain_consume",
+        Kind::OursReadInto => "*Ours::drain_read_into",
+        Kind::OursRead => "*Ours::drain_read",
+        Kind::Libbpf => "<ringbuf_bench::libs::Libbpf as *>::drain",
+        Kind::LibbpfRs => "<ringbuf_bench::libs::LibbpfRs as *>::drain",
+        Kind::Aya => "<ringbuf_bench::libs::Aya as *>::drain",
+        Kind::RawRef => "*RawRing::drain_ref",
+        Kind::RawCopy => "*RawRing::drain_copy",
+    }
+}
+
+/// Instructions and data accesses per record of each consumer's drain,
+/// counted by valgrind's callgrind (deterministic, unlike time on this
+/// machine), by running this binary under it with --profile-drain.
+fn callgrind_table() -> Res<String> {
+    use std::fmt::Write;
+    let exe = std::env::current_exe()?;
+    let sizes = [16usize, 256, 4096];
+    let mut m = String::from(
+        "### Instructions per record (callgrind)\n\n\
+         Counted by `valgrind --tool=callgrind --cache-sim=yes --collect-atstart=no --toggle-collect=<drain function>` \
+         over two drains of a pre-filled 4 MiB ring (`ringbuf-bench --profile-drain SIZE`). \
+         Instructions (Ir) and data reads + writes (Dr + Dw) per record, everything the drain calls included.\n\n| consumer |",
+    );
+    for s in sizes {
+        let _ = write!(
+            m,
+            " {} Ir | {} Dr+Dw |",
+            report::size_label(s),
+            report::size_label(s)
+        );
+    }
+    m.push_str("\n|---|");
+    for _ in sizes {
+        m.push_str("---:|---:|");
+    }
+    m.push('\n');
+    let out = std::env::temp_dir().join(format!("ringbuf-bench-cg-{}.out", std::process::id()));
+    for &k in Kind::ALL {
+        let _ = write!(m, "| {} |", k.label());
+        for &size in &sizes {
+            let n = (4usize << 20) / (size + 8).next_multiple_of(8) - 1;
+            let st = std::process::Command::new("valgrind")
+                .arg("--tool=callgrind")
+                .arg("--cache-sim=yes")
+                .arg(format!("--callgrind-out-file={}", out.display()))
+                .arg("--collect-atstart=no")
+                .arg(format!("--toggle-collect={}", drain_symbol(k)))
+                .arg(&exe)
+                .arg("--profile-drain")
+                .arg(size.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .status()?;
+            if !st.success() {
+                return Err(format!("valgrind failed for {k:?} (is valgrind installed?)").into());
+            }
+            let text = std::fs::read_to_string(&out)?;
+            let events: Vec<&str> = text
+                .lines()
+                .find_map(|l| l.strip_prefix("events:"))
+                .ok_or("no events line")?
+                .split_whitespace()
+                .collect();
+            let totals: Vec<u64> = text
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("summary:")
+                        .or_else(|| l.strip_prefix("totals:"))
+                })
+                .ok_or("no summary line")?
+                .split_whitespace()
+                .map(|v| v.parse().unwrap_or(0))
+                .collect();
+            let get = |name: &str| {
+                events
+                    .iter()
+                    .position(|e| *e == name)
+                    .and_then(|i| totals.get(i))
+                    .copied()
+                    .unwrap_or(0)
+            };
+            let per = |v: u64| v as f64 / (2 * n) as f64;
+            let _ = write!(
+                m,
+                " {:.1} | {:.1} |",
+                per(get("Ir")),
+                per(get("Dr") + get("Dw"))
+            );
+        }
+        m.push('\n');
+        eprintln!("callgrind {k:?} done");
+    }
+    let _ = std::fs::remove_file(&out);
+    m.push('\n');
+    Ok(m)
+}
+
 const USAGE: &str =
-    "ringbuf-bench [--quick] [--scenario drain,stream,cost] [--rounds N] [--warmup N]
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost,callgrind] [--rounds N] [--warmup N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
 Runs the side-by-side benchmark (needs root or CAP_BPF) and prints the result
@@ -530,7 +633,12 @@ fn main() -> Res<()> {
         stream_rings: vec![1 << 20, 16 << 20],
         cost_events: 100,
         cost_pause: Duration::from_micros(200),
-        scenarios: vec!["drain".into(), "stream".into(), "cost".into()],
+        scenarios: vec![
+            "drain".into(),
+            "stream".into(),
+            "cost".into(),
+            "callgrind".into(),
+        ],
     };
     if quick {
         o.warmup = 1;
@@ -538,6 +646,7 @@ fn main() -> Res<()> {
         o.ring_sizes = vec![4 << 20];
         o.stream_records = 100_000;
         o.cost_events = 20;
+        o.scenarios.retain(|s| s != "callgrind");
     }
     if let Some(v) = arg(&args, "--scenario") {
         o.scenarios = v.split(',').map(String::from).collect();
@@ -559,6 +668,11 @@ fn main() -> Res<()> {
     let d = if has("drain") { drain(&o)? } else { vec![] };
     let s = if has("stream") { stream(&o)? } else { vec![] };
     let c = if has("cost") { cost(&o)? } else { vec![] };
+    let cg = if has("callgrind") {
+        callgrind_table()?
+    } else {
+        String::new()
+    };
     let took = t0.elapsed();
     let rustc = arg(&args, "--rustc").unwrap_or_else(|| "unknown".into());
     let command = arg(&args, "--command").unwrap_or_else(|| args.join(" "));
@@ -568,6 +682,7 @@ fn main() -> Res<()> {
         report::loadavg()
     );
     md.push_str(&report::render(&o, &d, &s, &c, took));
+    md.push_str(&cg);
     match (arg(&args, "--template"), arg(&args, "--out")) {
         (Some(t), Some(out)) => {
             let tmpl = std::fs::read_to_string(&t)?;

@@ -4,12 +4,13 @@
 //! test's own thread while it reads (production happens outside the window).
 //!
 //! Privileged: skipped loudly without CAP_BPF, and a failure when
-//! BPF_RINGBUF_REQUIRE_PRIVILEGED=1.
+//! BPF_RINGBUF_REQUIRE_PRIVILEGED=1. Needs the `testing` feature (CI runs
+//! `cargo test --all-features`).
+#![cfg(feature = "testing")]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bpf_ringbuf::testing::{
@@ -19,16 +20,16 @@ use bpf_ringbuf::{Budget, Error, Reader, Record, RingBuf};
 
 struct Counting;
 
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
-    // const-initialised: reading it never allocates.
+    // Per thread, so tests running in parallel do not count each other's
+    // allocations. const-initialised: using them never allocates.
     static TRACKING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn note() {
     if TRACKING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
     }
 }
 
@@ -60,11 +61,11 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations made by this thread while `f` runs.
 fn allocs_in<R>(f: impl FnOnce() -> R) -> (u64, R) {
-    let before = ALLOCS.load(Ordering::Relaxed);
+    let before = ALLOCS.with(Cell::get);
     TRACKING.with(|t| t.set(true));
     let r = f();
     TRACKING.with(|t| t.set(false));
-    (ALLOCS.load(Ordering::Relaxed) - before, r)
+    (ALLOCS.with(Cell::get) - before, r)
 }
 
 const RING: usize = 4 << 20;
