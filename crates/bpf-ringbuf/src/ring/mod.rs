@@ -247,4 +247,6 @@ impl RawRing {
 }
 
 #[cfg(test)]
+mod spsc_tests;
+#[cfg(test)]
 mod tests;
