@@ -14,4 +14,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/miri"
 start=$(date +%s)
 cargo +nightly miri setup
 cargo +nightly miri test -p bpf-ringbuf --lib -- ring::
+# The threaded producer/consumer test, with the data-race detector but without
+# weak-memory emulation (nightly Miri ICEs there on ring bytes reused from an
+# atomic header to plain payload; see ring/spsc_tests.rs).
+MIRIFLAGS="$MIRIFLAGS -Zmiri-disable-weak-memory-emulation" \
+    cargo +nightly miri test -p bpf-ringbuf --lib -- ring::spsc --include-ignored
 echo "miri: passed in $(( $(date +%s) - start )) s"

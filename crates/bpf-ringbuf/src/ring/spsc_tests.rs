@@ -62,6 +62,12 @@ fn byte(seq: u64, i: usize) -> u8 {
 }
 
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "nightly Miri panics (ICE in its weak-memory emulation: \"cannot have empty store \
+              buffer when previous write was atomic\") when ring bytes used as an atomic header are \
+              later rewritten as plain payload; run with -Zmiri-disable-weak-memory-emulation"
+)]
 fn producer_thread_and_consumer_agree() {
     let n: u64 = if cfg!(miri) { 60 } else { 20_000 };
     let mem = Arc::new(Mem {
