@@ -212,7 +212,10 @@ pub fn render(
             }
             m.push('\n');
         }
-        let _ = write!(m, "| records per drain × drains per sample |");
+        let _ = write!(
+            m,
+            "| records per drain × drains per sample (fastest counts) |"
+        );
         for r in &rows {
             let _ = write!(m, " {} × {} |", r.records, r.reps);
         }
