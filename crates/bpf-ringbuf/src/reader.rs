@@ -466,6 +466,9 @@ impl Reader {
             if self.cur.reload().map_err(corrupt)? {
                 return Ok(());
             }
+            // Hand skipped discards back before returning an error, unless a
+            // slice is lent (then `commit` will).
+            self.cur.publish_unlent();
             wait::check_stop(&self.shared, self.deadline)?;
             // Publish (past skipped discards, or the same value again: either
             // way it must be ordered before the re-check), fence, re-check:

@@ -817,3 +817,27 @@ fn concurrent_producers_share_one_sequence() {
     );
     assert_eq!(a.next_seq().unwrap(), 6000);
 }
+
+#[test]
+fn skipped_discards_are_handed_back_even_when_a_read_ends_in_error() {
+    privileged!();
+    let ring = RingBuf::create(8 * page()).unwrap();
+    let cfg = ProducerConfig {
+        discard_every: Some(1), // every record discarded
+        ..ProducerConfig::fixed(16)
+    };
+    let producer = KernelProducer::new(&ring, cfg).unwrap();
+    assert_eq!(producer.produce(5).unwrap().discarded, 5);
+    let mut reader = Reader::new(&ring).unwrap();
+    reader.set_deadline(now());
+    assert!(matches!(
+        reader.read_zero_copy(),
+        Err(Error::DeadlineExceeded)
+    ));
+    assert_eq!(
+        reader.available_bytes(),
+        0,
+        "the discarded space went back to the kernel"
+    );
+    assert_eq!(reader.consumer_position(), 5 * 24);
+}

@@ -217,6 +217,17 @@ impl Consumer {
         }
     }
 
+    /// Publishes the cursor if no slice is lent since the last publish (only
+    /// skipped discards lie past the published position).
+    #[inline]
+    pub(crate) fn publish_unlent(&self) {
+        let pos = self.pos.get();
+        if !self.lent.get() && pos != self.published.get() {
+            self.published.set(pos);
+            self.ring.publish(pos);
+        }
+    }
+
     /// Publishes the cursor and re-checks emptiness with the wakeup fence, if
     /// no slice is lent (only skipped discards lie past the published
     /// position). `None` if a slice is lent; else `Some(empty)`.

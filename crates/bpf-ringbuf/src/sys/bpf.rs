@@ -55,6 +55,7 @@ pub(crate) struct MapCreateAttr {
     pub map_extra: u64,
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
 #[repr(C)]
 #[derive(Default)]
@@ -95,6 +96,7 @@ pub(crate) struct InfoAttr {
     pub info: u64,
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The `BPF_PROG_LOAD` member of `union bpf_attr` (up to `expected_attach_type`).
 #[repr(C)]
 #[derive(Default)]
@@ -113,6 +115,7 @@ pub(crate) struct ProgLoadAttr {
     pub expected_attach_type: u32,
 }
 
+#[cfg(any(test, feature = "testing"))]
 /// The `BPF_PROG_TEST_RUN` member of `union bpf_attr`.
 #[repr(C)]
 #[derive(Default)]
