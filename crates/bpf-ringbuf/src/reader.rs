@@ -397,13 +397,24 @@ impl Reader {
     /// any outstanding zero-copy reads) before returning.
     #[inline]
     pub fn read_into(&mut self, rec: &mut Record) -> Result<()> {
-        self.cur.publish();
-        let data = self.read_zero_copy()?;
-        rec.data.clear();
-        rec.data.extend_from_slice(data);
-        rec.remaining = self.cur.known_remaining();
-        self.cur.publish();
-        Ok(())
+        // Outstanding zero-copy reads are published here (only if there are
+        // any: a load and a predictable branch), then by `copy_next` past each
+        // record it copies.
+        self.cur.publish_if_lent();
+        loop {
+            if self.shared.is_closed() {
+                self.cur.publish();
+                return Err(Error::Closed);
+            }
+            match self.cur.copy_next(&mut rec.data) {
+                Step::Record(_) => {
+                    rec.remaining = self.cur.known_remaining();
+                    return Ok(());
+                }
+                Step::End => self.refill()?,
+                stalled => self.stalled(stalled)?,
+            }
+        }
     }
 
     // ---- settings and introspection ------------------------------------------

@@ -179,6 +179,52 @@ impl Consumer {
         }
     }
 
+    /// Copies the next record within the known part of the ring into `buf`
+    /// (replacing its contents) and publishes the position past it: one
+    /// Acquire load of the header, one copy, one Release store. Skips
+    /// discards. Returns `Step::Record` with an empty slice when a record was
+    /// copied (the bytes are in `buf`), or why it could not.
+    ///
+    /// Call [`publish`](Self::publish) first if slices were lent (it clears
+    /// the `lent` flag, which this leaves alone to keep the path short).
+    #[inline(always)]
+    pub(crate) fn copy_next(&mut self, buf: &mut Vec<u8>) -> Step<'static> {
+        loop {
+            let pos = self.pos.get();
+            let prod = self.prod.get();
+            if pos == prod {
+                // Hand back any discards skipped on the way.
+                self.publish();
+                return Step::End;
+            }
+            match self.ring.peek(pos, prod) {
+                Peek::Record { len, next } => {
+                    // SAFETY: `peek` returned `Record` for `pos`; the slice is
+                    // copied out before the position is published past it.
+                    buf.clear();
+                    buf.extend_from_slice(unsafe { self.ring.record(pos, len) });
+                    self.pos.set(next);
+                    self.published.set(next);
+                    self.ring.publish(next);
+                    return Step::Record(&[]);
+                }
+                Peek::Discard { next } => self.pos.set(next),
+                Peek::Busy => {
+                    self.publish();
+                    return Step::Busy;
+                }
+                Peek::Corrupt { len, available } => {
+                    self.publish();
+                    return Step::Corrupt {
+                        pos,
+                        len,
+                        available,
+                    };
+                }
+            }
+        }
+    }
+
     /// What is at the cursor, using the cached producer position: `None`
     /// when the cursor has reached it. Re-reads the header; moves nothing.
     #[inline]
@@ -214,6 +260,14 @@ impl Consumer {
             self.published.set(pos);
             self.lent.set(false);
             self.ring.publish(pos);
+        }
+    }
+
+    /// [`publish`](Self::publish), if a slice was lent since the last publish.
+    #[inline(always)]
+    pub(crate) fn publish_if_lent(&mut self) {
+        if self.lent.get() {
+            self.publish();
         }
     }
 
