@@ -155,8 +155,8 @@ impl Consumer {
             if pos == prod {
                 return Step::End;
             }
-            match self.ring.peek(pos, prod) {
-                Peek::Record { len, next } => {
+            match self.ring.peek_at(pos, prod) {
+                (Peek::Record { len, next }, ptr) => {
                     self.pos.set(next);
                     self.lent.set(true);
                     // SAFETY: `peek` returned `Record` for `pos`. The slice
@@ -164,11 +164,11 @@ impl Consumer {
                     // by `publish(&mut self)`, which cannot run while the
                     // borrow lives, or by `publish_unlent`, which refuses while
                     // `lent` is set. The memory outlives `self` (RawRing::new).
-                    return Step::Record(unsafe { self.ring.record(pos, len) });
+                    return Step::Record(unsafe { ptr.slice(len) });
                 }
-                Peek::Discard { next } => self.pos.set(next),
-                Peek::Busy => return Step::Busy,
-                Peek::Corrupt { len, available } => {
+                (Peek::Discard { next }, _) => self.pos.set(next),
+                (Peek::Busy, _) => return Step::Busy,
+                (Peek::Corrupt { len, available }, _) => {
                     return Step::Corrupt {
                         pos,
                         len,
@@ -197,23 +197,23 @@ impl Consumer {
                 self.publish();
                 return Step::End;
             }
-            match self.ring.peek(pos, prod) {
-                Peek::Record { len, next } => {
-                    // SAFETY: `peek` returned `Record` for `pos`; the slice is
+            match self.ring.peek_at(pos, prod) {
+                (Peek::Record { len, next }, ptr) => {
+                    // SAFETY: `peek_at` returned `Record` for `pos`; the slice is
                     // copied out before the position is published past it.
                     buf.clear();
-                    buf.extend_from_slice(unsafe { self.ring.record(pos, len) });
+                    buf.extend_from_slice(unsafe { ptr.slice(len) });
                     self.pos.set(next);
                     self.published.set(next);
                     self.ring.publish(next);
                     return Step::Record(&[]);
                 }
-                Peek::Discard { next } => self.pos.set(next),
-                Peek::Busy => {
+                (Peek::Discard { next }, _) => self.pos.set(next),
+                (Peek::Busy, _) => {
                     self.publish();
                     return Step::Busy;
                 }
-                Peek::Corrupt { len, available } => {
+                (Peek::Corrupt { len, available }, _) => {
                     self.publish();
                     return Step::Corrupt {
                         pos,
@@ -338,12 +338,12 @@ impl Consumer {
             if records >= max_records || bytes >= max_bytes {
                 break DrainEnd::Budget;
             }
-            match self.ring.peek(pos, prod) {
-                Peek::Record { len, next } => {
-                    // SAFETY: `peek` returned `Record`. The slice is lent to `f`
+            match self.ring.peek_at(pos, prod) {
+                (Peek::Record { len, next }, ptr) => {
+                    // SAFETY: `peek_at` returned `Record`. The slice is lent to `f`
                     // for this call only (`F: FnMut(&[u8])` is higher-ranked, so
                     // it cannot keep it), and we publish only after `f` returns.
-                    let rec = unsafe { self.ring.record(pos, len) };
+                    let rec = unsafe { ptr.slice(len) };
                     pos = next;
                     records += 1;
                     bytes += len;
@@ -351,9 +351,9 @@ impl Consumer {
                         break DrainEnd::Callback;
                     }
                 }
-                Peek::Discard { next } => pos = next,
-                Peek::Busy => break DrainEnd::Busy,
-                Peek::Corrupt { len, available } => {
+                (Peek::Discard { next }, _) => pos = next,
+                (Peek::Busy, _) => break DrainEnd::Busy,
+                (Peek::Corrupt { len, available }, _) => {
                     break DrainEnd::Corrupt {
                         pos,
                         len,

@@ -201,28 +201,43 @@ impl RawRing {
     /// One Acquire load of the header; no stores.
     #[inline(always)]
     pub(crate) fn peek(&self, pos: usize, prod: usize) -> Peek {
+        self.peek_at(pos, prod).0
+    }
+
+    /// [`peek`](Self::peek), also returning where the record's payload starts.
+    ///
+    /// The address is computed before the header's Acquire load, so the hot
+    /// loops need not reload the ring's base and mask after it (an Acquire
+    /// load orders every later memory access, our own fields included).
+    #[inline(always)]
+    pub(crate) fn peek_at(&self, pos: usize, prod: usize) -> (Peek, RecordPtr) {
         // SAFETY: `pos & mask < size`, and `data` has `2 * size` bytes, so the
-        // 4-byte header is in bounds. `pos` is a multiple of 8 (positions start
-        // 8-aligned, checked by the reader, and advance by multiples of 8), and
-        // `data` is 8-aligned, so the `AtomicU32` is aligned.
-        let hdr = unsafe { &*(self.data.as_ptr().add(pos & self.mask) as *const AtomicU32) };
+        // header (4 bytes) and the payload start (8 bytes in) are in bounds.
+        // `pos` is a multiple of 8 (positions start 8-aligned, checked by the
+        // consumer, and advance by multiples of 8) and `data` is 8-aligned, so
+        // the `AtomicU32` is aligned.
+        let base = unsafe { self.data.as_ptr().add(pos & self.mask) };
+        // SAFETY: as above.
+        let hdr = unsafe { &*(base as *const AtomicU32) };
+        // SAFETY: as above: at most `size + 8 <= 2 * size` bytes in.
+        let payload = RecordPtr(unsafe { base.add(HDR_SZ) });
         // Acquire: pairs with the kernel's xchg(&hdr->len, ...) in
         // bpf_ringbuf_commit, which clears BUSY after the record was filled.
         let len = hdr.load(Ordering::Acquire);
         if len & BUSY_BIT != 0 {
-            return Peek::Busy;
+            return (Peek::Busy, payload);
         }
         let n = (len & !(BUSY_BIT | DISCARD_BIT)) as usize;
         let stride = (n + HDR_SZ + 7) & !7;
         let available = prod.wrapping_sub(pos);
         if stride > available {
-            return Peek::Corrupt { len: n, available };
+            return (Peek::Corrupt { len: n, available }, payload);
         }
         let next = pos.wrapping_add(stride);
         if len & DISCARD_BIT != 0 {
-            Peek::Discard { next }
+            (Peek::Discard { next }, payload)
         } else {
-            Peek::Record { len: n, next }
+            (Peek::Record { len: n, next }, payload)
         }
     }
 
@@ -230,19 +245,35 @@ impl RawRing {
     ///
     /// # Safety
     ///
-    /// [`peek(pos, prod)`](Self::peek) returned `Record { len, .. }` for this
-    /// `pos` and `len`, and the caller ties `'a` to a borrow that ends before
-    /// the consumer position is published past `pos` (after which the kernel
-    /// may overwrite the bytes) and before the memory is unmapped.
-    #[inline(always)]
+    /// As for [`RecordPtr::slice`], with the pointer of `peek_at(pos, _)`.
+    #[cfg(test)]
     pub(crate) unsafe fn record<'a>(&self, pos: usize, len: usize) -> &'a [u8] {
-        // SAFETY: `peek` checked `round_up(len + 8, 8) <= producer - pos <= size`,
-        // and `pos & mask < size`, so `[pos & mask + 8, .. + len)` lies inside
-        // the `2 * size` bytes of the double mapping. The bytes are committed and
-        // not released, so no one writes them while `'a` lasts (caller's promise).
-        unsafe {
-            std::slice::from_raw_parts(self.data.as_ptr().add((pos & self.mask) + HDR_SZ), len)
-        }
+        let (_, ptr) = self.peek_at(pos, pos.wrapping_add(self.size()));
+        // SAFETY: the caller's promise.
+        unsafe { ptr.slice(len) }
+    }
+}
+
+/// Where a record's payload starts, as found by [`RawRing::peek_at`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RecordPtr(*const u8);
+
+impl RecordPtr {
+    /// The payload as a slice.
+    ///
+    /// # Safety
+    ///
+    /// `peek_at` returned `Peek::Record { len, .. }` with this pointer and
+    /// this `len`, and the caller ties `'a` to a borrow that ends before the
+    /// consumer position is published past the record (after which the
+    /// kernel may overwrite the bytes) and before the memory is unmapped.
+    #[inline(always)]
+    pub(crate) unsafe fn slice<'a>(self, len: usize) -> &'a [u8] {
+        // SAFETY: `peek_at` checked `round_up(len + 8, 8) <= producer - pos <= size`
+        // and `pos & mask < size`, so `[pos & mask + 8, .. + len)` lies inside the
+        // `2 * size` bytes of the double mapping. The bytes are committed and not
+        // released, so no one writes them while `'a` lasts (caller's promise).
+        unsafe { std::slice::from_raw_parts(self.0, len) }
     }
 }
 
