@@ -8,7 +8,7 @@
 #
 # Needs root (or CAP_BPF + CAP_PERFMON): it creates ring buffer maps and runs
 # BPF programs with BPF_PROG_TEST_RUN. Takes about two minutes on 2 cores,
-# plus a first build of about a minute.
+# plus a first build of under a minute (vendored libbpf included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
