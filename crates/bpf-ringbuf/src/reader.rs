@@ -493,16 +493,29 @@ impl Reader {
     }
 
     /// The record at the cursor is BUSY or corrupt.
+    ///
+    /// BUSY: the producer is writing it and will commit within microseconds
+    /// (a BPF program cannot keep a reservation past its exit). Spin briefly,
+    /// then yield, then sleep on epoll with the position published, so the
+    /// kernel's commit wakes us at once; the sleep is bounded (growing to
+    /// 1 ms) because a `BPF_RB_NO_WAKEUP` commit wakes nobody.
     #[cold]
     #[inline(never)]
     fn stalled(&self, what: Step<'_>) -> Result<()> {
         if let c @ Step::Corrupt { .. } = what {
             return Err(corrupt(c));
         }
-        let mut step = 0;
+        let mut step = 0u32;
         loop {
             wait::check_stop(&self.shared, self.deadline)?;
-            wait::busy_backoff(&mut step, self.deadline);
+            if let Some(nap) = wait::busy_backoff(&mut step) {
+                if !self.cur.publish_unlent_and_check_busy() {
+                    return Ok(());
+                }
+                let until = Instant::now() + nap;
+                let until = self.deadline.map_or(until, |d| d.min(until));
+                self.waiter.sleep(&self.shared, Some(until))?;
+            }
             if !matches!(self.cur.head(), Some(Peek::Busy)) {
                 return Ok(());
             }

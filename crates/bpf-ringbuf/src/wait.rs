@@ -97,7 +97,8 @@ impl ReaderHandle {
 }
 
 /// The sleeping half of a reader: one epoll instance watching the ring's
-/// descriptor (readable while `producer_pos != consumer_pos`) and the eventfd.
+/// descriptor (edge-triggered: woken by the kernel's wakeups) and the
+/// eventfd of flush and close (level-triggered, drained when it fires).
 #[derive(Debug)]
 pub(crate) struct Waiter {
     epoll: Epoll,
@@ -106,7 +107,12 @@ pub(crate) struct Waiter {
 impl Waiter {
     pub(crate) fn new(ring_fd: BorrowedFd<'_>, shared: &Shared) -> Result<Waiter> {
         let epoll = Epoll::new()?;
-        epoll.add(ring_fd, libc::EPOLLIN as u32, TOKEN_RING)?;
+        // Edge-triggered: epoll_wait returns only after a new wakeup from the
+        // kernel, never merely because bytes are unconsumed. That is safe
+        // because every sleep is preceded by publish + fence + re-check (see
+        // `ring`), and it lets a reader sleep while the head record is BUSY
+        // (the ring fd would stay "readable" under level triggering).
+        epoll.add(ring_fd, (libc::EPOLLIN | libc::EPOLLET) as u32, TOKEN_RING)?;
         epoll.add(shared.event.as_fd(), libc::EPOLLIN as u32, TOKEN_EVENT)?;
         Ok(Waiter { epoll })
     }
@@ -131,25 +137,20 @@ impl Waiter {
     }
 }
 
-/// Backs off while the record at the head is BUSY (reserved, not committed).
-///
-/// The producer commits within microseconds (a BPF program cannot keep a
-/// reservation past its exit), but epoll reports the ring readable the whole
-/// time, so sleeping on it would spin. Spin briefly, then yield, then sleep
-/// in growing steps up to 1 ms, never past the deadline.
-pub(crate) fn busy_backoff(step: &mut u32, deadline: Option<Instant>) {
+/// Backs off while the record at the head is BUSY (reserved, not committed):
+/// spins briefly, then yields, then returns how long to sleep (growing from
+/// 20 µs to 1.28 ms) — the caller sleeps on epoll, where the commit wakes it.
+pub(crate) fn busy_backoff(step: &mut u32) -> Option<Duration> {
     let s = *step;
     *step = s.saturating_add(1);
     if s < 16 {
         std::hint::spin_loop();
+        None
     } else if s < 32 {
         std::thread::yield_now();
+        None
     } else {
-        let mut d = Duration::from_micros(10u64 << (s - 32).min(7));
-        if let Some(deadline) = deadline {
-            d = d.min(deadline.saturating_duration_since(Instant::now()));
-        }
-        std::thread::sleep(d);
+        Some(Duration::from_micros(20u64 << (s - 32).min(6)))
     }
 }
 

@@ -406,3 +406,49 @@ fn reads_after_close_and_deadline_in_the_past() {
     now_deadline(&mut r2);
     assert_eq!(r2.read().unwrap().data, b"two");
 }
+
+#[test]
+fn a_blocked_read_waits_out_a_busy_record() {
+    for wakeup in [Wakeup::Default, Wakeup::NoWakeup] {
+        let ring = FakeRing::new(page_size()).unwrap();
+        let mut reader = ring.reader().unwrap();
+        reader.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+        let mut a = ring.reserve(16).unwrap();
+        std::thread::scope(|s| {
+            let reader = &mut reader;
+            let t = s.spawn(move || reader.read());
+            // The reader finds the record BUSY and backs off (spin, yield, then
+            // naps on epoll with its position published).
+            std::thread::sleep(Duration::from_millis(30));
+            a.write(0, &record(0, 16));
+            a.submit(wakeup);
+            let rec = t.join().unwrap().unwrap();
+            assert_eq!(check_payload(&rec.data), Ok(0), "{wakeup:?}");
+        });
+    }
+}
+
+#[test]
+fn a_busy_record_behind_held_slices_is_waited_out() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    reader.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+    ring.output(&record(0, 24), Wakeup::Default).unwrap();
+    let mut b = ring.reserve(24).unwrap();
+    std::thread::scope(|s| {
+        let reader = &mut reader;
+        let t = s.spawn(move || {
+            // A slice is held, so the position cannot be published: the
+            // kernel would not wake us; the bounded naps find the commit.
+            let first = reader.read_zero_copy().unwrap();
+            let second = reader.read_zero_copy().unwrap();
+            (check_payload(first), check_payload(second))
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        b.write(0, &record(1, 24));
+        b.submit(Wakeup::Default);
+        assert_eq!(t.join().unwrap(), (Ok(0), Ok(1)));
+    });
+    reader.commit();
+    assert_eq!(reader.available_bytes(), 0);
+}

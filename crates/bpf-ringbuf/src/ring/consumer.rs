@@ -295,6 +295,19 @@ impl Consumer {
         Some(self.ring.publish_and_check_empty(pos))
     }
 
+    /// The head record is BUSY: publish the cursor with the wakeup fence (if
+    /// no slice is lent) so the kernel wakes us when it commits, then re-read
+    /// the header. Returns whether it is still BUSY. (With a slice lent the
+    /// kernel will not wake us; the caller's sleep is bounded anyway.)
+    pub(crate) fn publish_unlent_and_check_busy(&self) -> bool {
+        if !self.lent.get() {
+            let pos = self.pos.get();
+            self.published.set(pos);
+            self.ring.publish_and_fence(pos);
+        }
+        matches!(self.head(), Some(Peek::Busy))
+    }
+
     /// [`publish`](Self::publish), then the wakeup fence and re-check.
     pub(crate) fn publish_and_check_empty(&mut self) -> bool {
         let pos = self.pos.get();

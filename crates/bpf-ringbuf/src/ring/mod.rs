@@ -181,6 +181,13 @@ impl RawRing {
         wakeup::publish_and_check_empty::<true>(self.consumer_atomic(), self.producer_atomic(), pos)
     }
 
+    /// Publishes `pos` and issues the wakeup fence, before re-reading a BUSY
+    /// header at `pos` and sleeping. See [`wakeup::publish_and_fence`].
+    #[inline]
+    pub(crate) fn publish_and_fence(&self, pos: usize) {
+        wakeup::publish_and_fence(self.consumer_atomic(), pos)
+    }
+
     /// Checks a freshly loaded producer position against our cursor: at most
     /// `size` bytes can be outstanding, and positions never go backwards.
     #[inline]

@@ -41,6 +41,19 @@ pub(crate) fn publish_and_check_empty<const FENCE: bool>(
     producer_pos.load(Ordering::Acquire) == pos
 }
 
+/// Publishes `pos` and fences, like [`publish_and_check_empty`], for the
+/// case where the record at `pos` is BUSY: afterwards the caller re-reads
+/// that header (Acquire). Either it sees the commit, or the kernel's commit
+/// path sees `consumer_pos == pos` and wakes us (the same pairing as above,
+/// with the header's `xchg` itself as the kernel's access).
+#[inline]
+pub(crate) fn publish_and_fence(consumer_pos: &AtomicUsize, pos: usize) {
+    // Release: as in `publish_and_check_empty`.
+    consumer_pos.store(pos, Ordering::Release);
+    // SeqCst fence (StoreLoad): as in `publish_and_check_empty`.
+    fence(Ordering::SeqCst);
+}
+
 /// The kernel's half, for models and the fake ring: after the commit `xchg`
 /// of the header at `rec_pos`, the producer wakes the consumer only if the
 /// published consumer position equals `rec_pos` (it had caught up).
