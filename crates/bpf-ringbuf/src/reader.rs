@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::map::check_map;
@@ -133,6 +133,8 @@ pub struct Reader {
     /// so the memory is unmapped before the descriptor closes.
     cur: Consumer,
     deadline: Option<Instant>,
+    /// Poll-interval mode: sleep this long instead of asking for a wakeup.
+    poll_interval: Option<Duration>,
     shared: Arc<Shared>,
     waiter: Waiter,
     /// The ring's descriptor (the map, or a fake ring's eventfd), watched by `waiter`.
@@ -177,6 +179,7 @@ impl Reader {
         Ok(Reader {
             cur,
             deadline: None,
+            poll_interval: None,
             shared,
             waiter,
             fd,
@@ -426,6 +429,35 @@ impl Reader {
         self.deadline = deadline;
     }
 
+    /// Poll-interval mode. With `Some(interval)`, a blocking read that finds
+    /// the ring empty does not wait for the kernel's wakeup: it sleeps for
+    /// `interval` (or until the deadline, a flush or a close) and looks again.
+    /// `None` (the default) sleeps until the kernel wakes the reader.
+    ///
+    /// Why: each wakeup is paid by the **producer**, inside the BPF program's
+    /// commit (an `irq_work`, then waking the sleeping thread: tens of
+    /// microseconds per event on a VM, see BENCHMARKS.md). In poll-interval
+    /// mode nobody sleeps on the ring, so the kernel's wakeup finds no one to
+    /// wake, and the reader collects records in batches. The price is latency:
+    /// up to `interval` before a record is seen. Records committed with
+    /// `BPF_RB_NO_WAKEUP` are picked up too.
+    ///
+    /// ```no_run
+    /// # fn main() -> bpf_ringbuf::Result<()> {
+    /// # let ring = bpf_ringbuf::RingBuf::create(1 << 20)?;
+    /// let mut reader = bpf_ringbuf::Reader::new(&ring)?;
+    /// reader.set_poll_interval(Some(std::time::Duration::from_millis(1)));
+    /// # Ok(()) }
+    /// ```
+    pub fn set_poll_interval(&mut self, interval: Option<Duration>) {
+        self.poll_interval = interval;
+    }
+
+    /// The interval set by [`set_poll_interval`](Self::set_poll_interval).
+    pub fn poll_interval(&self) -> Option<Duration> {
+        self.poll_interval
+    }
+
     /// The deadline set by [`set_deadline`](Self::set_deadline).
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
@@ -487,7 +519,14 @@ impl Reader {
             match self.cur.publish_unlent_and_check_empty() {
                 None => return Err(Error::CommitRequired),
                 Some(false) => continue,
-                Some(true) => self.waiter.sleep(&self.shared, self.deadline)?,
+                Some(true) => match self.poll_interval {
+                    None => self.waiter.sleep(&self.shared, self.deadline)?,
+                    Some(interval) => {
+                        let until = Instant::now() + interval;
+                        let until = self.deadline.map_or(until, |d| d.min(until));
+                        self.waiter.nap(&self.shared, until)?;
+                    }
+                },
             }
         }
     }

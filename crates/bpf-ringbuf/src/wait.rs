@@ -135,6 +135,17 @@ impl Waiter {
         }
         Ok(())
     }
+
+    /// Sleeps until `until` (or a flush or close), without asking the kernel
+    /// for a wakeup: the ring's descriptor is not watched. For the reader's
+    /// poll-interval mode.
+    pub(crate) fn nap(&self, shared: &Shared, until: Instant) -> Result<()> {
+        let timeout = until.saturating_duration_since(Instant::now());
+        if shared.event.wait_readable(timeout)? {
+            shared.event.drain();
+        }
+        Ok(())
+    }
 }
 
 /// Backs off while the record at the head is BUSY (reserved, not committed):

@@ -841,3 +841,55 @@ fn skipped_discards_are_handed_back_even_when_a_read_ends_in_error() {
     );
     assert_eq!(reader.consumer_position(), 5 * 24);
 }
+
+#[test]
+fn poll_interval_mode_reads_without_kernel_wakeups() {
+    privileged!();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    let loud = KernelProducer::new(&ring, ProducerConfig::fixed(32)).unwrap();
+    let quiet = KernelProducer::new(
+        &ring,
+        ProducerConfig {
+            wakeup: Wakeup::NoWakeup,
+            ..ProducerConfig::fixed(48)
+        },
+    )
+    .unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    reader.set_poll_interval(Some(Duration::from_millis(2)));
+    assert_eq!(reader.poll_interval(), Some(Duration::from_millis(2)));
+    reader.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+    let handle = reader.handle();
+    let t = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        loud.produce(10).unwrap();
+        thread::sleep(Duration::from_millis(20));
+        quiet.produce(10).unwrap(); // found by the next look, no wakeup needed
+        thread::sleep(Duration::from_millis(20));
+        handle.flush();
+    });
+    let mut seqs = Vec::new();
+    loop {
+        match reader.read() {
+            Ok(r) => seqs.push(check_payload(&r.data).unwrap()),
+            Err(Error::Flushed) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    t.join().unwrap();
+    assert_eq!(seqs, (0..20).collect::<Vec<_>>());
+}
+
+#[test]
+fn close_wakes_a_reader_in_poll_interval_mode() {
+    privileged!();
+    let ring = RingBuf::create(4 * page()).unwrap();
+    let mut reader = Reader::new(&ring).unwrap();
+    // An interval far longer than the test: only the close can end the nap.
+    reader.set_poll_interval(Some(Duration::from_secs(3600)));
+    let handle = reader.handle();
+    let t = thread::spawn(move || reader.read().unwrap_err());
+    thread::sleep(Duration::from_millis(20));
+    handle.close();
+    assert!(matches!(t.join().unwrap(), Error::Closed));
+}

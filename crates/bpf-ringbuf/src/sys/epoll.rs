@@ -130,6 +130,33 @@ impl EventFd {
     }
 }
 
+impl EventFd {
+    /// `ppoll({fd, POLLIN}, timeout)`: waits until the eventfd is readable or
+    /// `timeout` passes, with nanosecond resolution. `EINTR` counts as a
+    /// timeout; the caller loops.
+    pub(crate) fn wait_readable(&self, timeout: Duration) -> Result<bool, Error> {
+        let mut pfd = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask change.
+        let ret = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        if ret < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                return Ok(false);
+            }
+            return Err(Error::from_syscall("ppoll", err));
+        }
+        Ok(ret > 0)
+    }
+}
+
 impl AsFd for EventFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
