@@ -69,7 +69,12 @@
 //!   what is there now") or a [`ReaderHandle::flush`].
 //! * A record that is reserved but not committed (BUSY) stops every reader:
 //!   records after it are not returned before it. Blocking reads back off
-//!   (spin, yield, then sleeps of up to 1 ms) until it is committed.
+//!   (spin, yield, then naps on epoll with the position published, so the
+//!   commit wakes them) until it is committed.
+//! * Each wakeup costs the producer (the BPF program's commit) far more than
+//!   the record itself. [`Reader::set_poll_interval`] trades latency for it:
+//!   an empty ring is looked at again every interval instead of sleeping for
+//!   the kernel's wakeup.
 //!
 //! # What this crate does not do
 //!
