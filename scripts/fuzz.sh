@@ -30,3 +30,15 @@ if [ "$status" -ne 0 ]; then
     exit "$status"
 fi
 echo "fuzz: ${execs:-?} executions (${runs:-?}s), no crash"
+cd ..
+doc=docs/RELIABILITY.md
+if [ -f "$doc" ] && grep -q '<!-- fuzz:begin -->' "$doc"; then
+    {
+        sed '/<!-- fuzz:begin -->/q' "$doc"
+        echo
+        echo "Command: \`scripts/fuzz.sh $secs\` on $(uname -r), $(date -u +%Y-%m-%d): ${execs:-?} executions (${runs:-?}s), no crash."
+        echo
+        sed -n '/<!-- fuzz:end -->/,$p' "$doc"
+    } > "$doc.tmp" && mv "$doc.tmp" "$doc"
+    echo "(written to $doc)"
+fi
