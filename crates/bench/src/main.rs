@@ -53,9 +53,14 @@ pub enum Kind {
     Libbpf,
     LibbpfRs,
     Aya,
+    /// `read_zero_copy` in poll-interval mode (1 ms): stream and producer
+    /// cost only; its drain is `OursZeroCopy`'s.
+    OursPoll,
 }
 
 impl Kind {
+    /// Every consumer, in report order. `OursPoll` is last, so the drain
+    /// consumers (`DRAIN`) have the same index in both lists.
     pub const ALL: &'static [Kind] = &[
         Kind::OursZeroCopy,
         Kind::OursConsume,
@@ -66,7 +71,11 @@ impl Kind {
         Kind::Aya,
         Kind::RawRef,
         Kind::RawCopy,
+        Kind::OursPoll,
     ];
+    /// The consumers of the drain scenario and the callgrind table: all but
+    /// `OursPoll`, whose drain is the same code as `OursZeroCopy`'s.
+    pub const DRAIN: &'static [Kind] = Kind::ALL.split_at(Kind::ALL.len() - 1).0;
     pub fn label(self) -> &'static str {
         match self {
             Kind::OursZeroCopy => "ours `read_zero_copy` + one `commit` per drain",
@@ -78,6 +87,7 @@ impl Kind {
             Kind::Libbpf => "libbpf C `ring_buffer__consume`",
             Kind::LibbpfRs => "libbpf-rs `RingBuffer::consume`",
             Kind::Aya => "aya `RingBuf::next`",
+            Kind::OursPoll => "ours `read_zero_copy`, poll interval 1 ms",
         }
     }
 }
@@ -93,8 +103,12 @@ pub fn make(kind: Kind, ring: &RingBuf) -> Res<Box<dyn Consumer + '_>> {
         Kind::Libbpf => Box::new(libs::Libbpf::new(ring.as_fd())?),
         Kind::LibbpfRs => Box::new(libs::LibbpfRs::new(ring.as_fd())?),
         Kind::Aya => Box::new(libs::Aya::new(ring.as_fd())?),
+        Kind::OursPoll => Box::new(ours::Ours::new(ring, ours::Mode::Poll(POLL_INTERVAL))?),
     })
 }
+
+/// The interval of `OursPoll`.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 fn new_ring(size: usize) -> Res<RingBuf> {
     Ok(RingBuf::create(size)?)
@@ -171,13 +185,15 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
-pub fn thread_cpu_ns() -> u64 {
+/// The calling thread's user+system CPU time in ns, and its voluntary
+/// context switches.
+pub fn thread_usage() -> (u64, u64) {
     // SAFETY: rusage is plain data.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_nvcsw as u64)
 }
 
 pub struct Opts {
@@ -200,13 +216,13 @@ pub struct DrainRow {
     pub records: u64,
     /// Fill+drain cycles per sample (the fastest one counts).
     pub reps: u64,
-    /// ns per record, per measured round, per kind (index = Kind::ALL position).
+    /// ns per record, per measured round, per kind (index = Kind::DRAIN position).
     pub ns: Vec<Vec<f64>>,
 }
 
 pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
     pin_to_cpu(1);
-    let kinds = Kind::ALL;
+    let kinds = Kind::DRAIN;
     let mut rows = Vec::new();
     for &rsize in &o.ring_sizes {
         let rings: Vec<RingBuf> = kinds.iter().map(|_| new_ring(rsize)).collect::<Res<_>>()?;
@@ -275,10 +291,17 @@ pub struct StreamRound {
     pub recs_per_s: f64,
     pub cpu_ns_per_rec: f64,
     pub waits_per_rec: f64,
+    /// Voluntary context switches of the consumer thread per record: how
+    /// often it actually slept (every library's sleeps counted the same way).
+    pub sleeps_per_rec: f64,
     pub dropped: u64,
     /// The longest single wait-then-drain step of the consumer, in µs.
     pub max_step_us: f64,
 }
+
+/// What the stream consumer thread hands back: its tally, longest step,
+/// wait calls, (CPU ns, voluntary context switches) and elapsed time.
+type ConsumerRun = (Tally, Duration, u64, (u64, u64), Duration);
 
 pub fn stream_once(
     kind: Kind,
@@ -292,12 +315,12 @@ pub fn stream_once(
     let go = Barrier::new(2);
     let mut out = StreamRound::default();
     std::thread::scope(|s| -> Res<()> {
-        let cons = s.spawn(|| -> Res<(Tally, Duration, u64, u64, Duration)> {
+        let cons = s.spawn(|| -> Res<ConsumerRun> {
             pin_to_cpu(1);
             let mut c = make(kind, ring)?;
             go.wait();
             let start = Instant::now();
-            let cpu0 = thread_cpu_ns();
+            let (cpu0, csw0) = thread_usage();
             let mut t = Tally::default();
             let mut waits = 0u64;
             let mut max_step = Duration::ZERO;
@@ -317,8 +340,8 @@ pub fn stream_once(
                 }
             }
             let el = start.elapsed();
-            let cpu = thread_cpu_ns() - cpu0;
-            Ok((t, max_step, waits, cpu, el))
+            let (cpu1, csw1) = thread_usage();
+            Ok((t, max_step, waits, (cpu1 - cpu0, csw1 - csw0), el))
         });
         pin_to_cpu(0);
         go.wait();
@@ -333,12 +356,13 @@ pub fn stream_once(
         }
         submitted.store(expect.count, Ordering::Relaxed);
         done.store(true, Ordering::Release);
-        let (t, max_step, waits, cpu, el) = cons.join().unwrap()?;
+        let (t, max_step, waits, (cpu, csw), el) = cons.join().unwrap()?;
         check(kind.label(), &t, &expect);
         out = StreamRound {
             recs_per_s: t.count as f64 / el.as_secs_f64(),
             cpu_ns_per_rec: cpu as f64 / t.count as f64,
             waits_per_rec: waits as f64 / t.count as f64,
+            sleeps_per_rec: csw as f64 / t.count as f64,
             dropped,
             max_step_us: max_step.as_secs_f64() * 1e6,
         };
@@ -485,7 +509,7 @@ pub fn cost(o: &Opts) -> Res<Vec<Vec<f64>>> {
 fn profile_drain(size: usize) -> Res<()> {
     let rsize = 4 << 20;
     let n = (rsize / (size + 8).next_multiple_of(8) - 1) as u64;
-    for &k in Kind::ALL {
+    for &k in Kind::DRAIN {
         let ring = new_ring(rsize)?;
         let mut c = make(k, &ring)?;
         let mut p = Producer::new(&ring, size)?;
@@ -504,7 +528,7 @@ fn profile_drain(size: usize) -> Res<()> {
 /// `--toggle-collect` pattern.
 fn drain_symbol(k: Kind) -> &'static str {
     match k {
-        Kind::OursZeroCopy => "*Ours::drain_zero_copy",
+        Kind::OursZeroCopy | Kind::OursPoll => "*Ours::drain_zero_copy",
         Kind::OursConsume => "*Ours::drain_consume",
         Kind::OursReadInto => "*Ours::drain_read_into",
         Kind::OursRead => "*Ours::drain_read",
@@ -543,7 +567,7 @@ fn callgrind_table() -> Res<String> {
     }
     m.push('\n');
     let out = std::env::temp_dir().join(format!("ringbuf-bench-cg-{}.out", std::process::id()));
-    for &k in Kind::ALL {
+    for &k in Kind::DRAIN {
         let _ = write!(m, "| {} |", k.label());
         for &size in &sizes {
             let n = (4usize << 20) / (size + 8).next_multiple_of(8) - 1;

@@ -17,6 +17,11 @@ pub enum Mode {
     ReadInto,
     /// `read`: a new `Record` per record.
     Read,
+    /// `read_zero_copy` in poll-interval mode (`set_poll_interval`): an
+    /// empty ring is re-checked every interval, nobody sleeps on the ring's
+    /// wait queue. Its drain is `ZeroCopy`'s; its wait is the blocking
+    /// `read_zero_copy` itself.
+    Poll(Duration),
 }
 
 pub struct Ours {
@@ -32,6 +37,9 @@ impl Ours {
         let past = Instant::now();
         // A deadline in the past: read what is there, then DeadlineExceeded.
         r.set_deadline(Some(past));
+        if let Mode::Poll(interval) = mode {
+            r.set_poll_interval(Some(interval));
+        }
         Ok(Self {
             r,
             mode,
@@ -55,6 +63,32 @@ impl Ours {
             }
         }
         self.r.commit();
+        t.count += count;
+        t.seq_sum = t.seq_sum.wrapping_add(sum);
+        t.bytes += bytes;
+        Ok(())
+    }
+
+    /// `Mode::Poll`'s blocking wait: `read_zero_copy` with a deadline sleeps
+    /// in poll intervals until a record is there (or the deadline), then
+    /// reads until the ring is dry (`CommitRequired`), and commits once.
+    fn step_poll(&mut self, t: &mut Tally, timeout: Duration) -> Res<()> {
+        self.r.set_deadline(Some(Instant::now() + timeout));
+        let (mut count, mut sum, mut bytes) = (0u64, 0u64, 0u64);
+        let res = loop {
+            match self.r.read_zero_copy() {
+                Ok(rec) => {
+                    count += 1;
+                    sum = sum.wrapping_add(u64::from_le_bytes(rec[..8].try_into().unwrap()));
+                    bytes += rec.len() as u64;
+                }
+                Err(Error::CommitRequired) | Err(Error::DeadlineExceeded) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        self.r.commit();
+        self.r.set_deadline(Some(self.past));
+        res?;
         t.count += count;
         t.seq_sum = t.seq_sum.wrapping_add(sum);
         t.bytes += bytes;
@@ -122,7 +156,7 @@ impl Ours {
 impl Consumer for Ours {
     fn drain(&mut self, t: &mut Tally) -> Res<()> {
         match self.mode {
-            Mode::ZeroCopy => self.drain_zero_copy(t),
+            Mode::ZeroCopy | Mode::Poll(_) => self.drain_zero_copy(t),
             Mode::Consume => self.drain_consume(t),
             Mode::ReadInto => self.drain_read_into(t),
             Mode::Read => self.drain_read(t),
@@ -130,6 +164,9 @@ impl Consumer for Ours {
     }
 
     fn step(&mut self, t: &mut Tally, timeout_ms: i32) -> Res<()> {
+        if let Mode::Poll(_) = self.mode {
+            return self.step_poll(t, Duration::from_millis(timeout_ms as u64));
+        }
         self.r.set_deadline(Some(
             Instant::now() + Duration::from_millis(timeout_ms as u64),
         ));

@@ -161,6 +161,7 @@ pub fn render(
                 Kind::OursConsume,
                 Kind::OursReadInto,
                 Kind::OursRead,
+                Kind::OursPoll,
             ] {
                 let dr: u64 = sr.rounds[idx(k)].iter().map(|r| r.dropped).sum();
                 let bad = sr.rounds[idx(k)].iter().filter(|r| r.dropped > 0).count();
@@ -200,7 +201,7 @@ pub fn render(
             let _ = write!(m, "---:|");
         }
         m.push('\n');
-        for (k, kind) in Kind::ALL.iter().enumerate() {
+        for (k, kind) in Kind::DRAIN.iter().enumerate() {
             let _ = write!(m, "| {} |", kind.label());
             for r in &rows {
                 let _ = write!(
@@ -247,7 +248,7 @@ pub fn render(
             "| size | consumer | against | per-round ratios | min | max |\n|---|---|---|---|---:|---:|"
         );
         for r in &rows {
-            for (k, kind) in Kind::ALL.iter().enumerate() {
+            for (k, kind) in Kind::DRAIN.iter().enumerate() {
                 let mut bases = vec![];
                 if k != rref {
                     bases.push((rref, "raw reference"));
@@ -283,17 +284,20 @@ pub fn render(
         );
         let _ = writeln!(
             m,
-            "Each consumer uses its library's own blocking wait. CPU time is the consumer thread's `getrusage(RUSAGE_THREAD)` user+system time.\n"
+            "Each consumer uses its library's own blocking wait. CPU time is the consumer thread's `getrusage(RUSAGE_THREAD)` user+system time. \
+             A wait call is one wait-then-drain step of the consumer loop; sleeps are the thread's voluntary context switches (`ru_nvcsw`), \
+             counted the same way for every library (in poll-interval mode one wait call can sleep several intervals).\n"
         );
         let _ = writeln!(
             m,
-            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | failed reserves per round | longest step per round, µs |\n|---|---:|---:|---:|---:|---|---|"
+            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | sleeps/record | failed reserves per round | longest step per round, µs |\n|---|---:|---:|---:|---:|---:|---|---|"
         );
         let cpu_ref: Vec<f64> = s[rref].iter().map(|r| r.cpu_ns_per_rec).collect();
         for (k, kind) in Kind::ALL.iter().enumerate() {
             let rps: Vec<f64> = s[k].iter().map(|r| r.recs_per_s).collect();
             let cpu: Vec<f64> = s[k].iter().map(|r| r.cpu_ns_per_rec).collect();
             let w: Vec<f64> = s[k].iter().map(|r| r.waits_per_rec).collect();
+            let sl: Vec<f64> = s[k].iter().map(|r| r.sleeps_per_rec).collect();
             let dr: Vec<String> = s[k].iter().map(|r| r.dropped.to_string()).collect();
             let gaps: Vec<String> = s[k]
                 .iter()
@@ -301,12 +305,13 @@ pub fn render(
                 .collect();
             let _ = writeln!(
                 m,
-                "| {} | {:.2} M | {:.1} | {:.2}× | {:.4} | {} | {} |",
+                "| {} | {:.2} M | {:.1} | {:.2}× | {:.4} | {:.4} | {} | {} |",
                 kind.label(),
                 median(&rps) / 1e6,
                 median(&cpu),
                 median(&ratios(&cpu, &cpu_ref)),
                 median(&w),
+                median(&sl),
                 dr.join(" "),
                 gaps.join(" ")
             );
@@ -322,7 +327,8 @@ pub fn render(
         );
         let _ = writeln!(
             m,
-            "The producer's own time per record, as `BPF_PROG_TEST_RUN` reports it (median within a round, then median over rounds), on CPU 0, while the consumer on CPU 1 is blocked in its library's wait.\n"
+            "The producer's own time per record, as `BPF_PROG_TEST_RUN` reports it (median within a round, then median over rounds), on CPU 0, while the consumer on CPU 1 is blocked in its library's wait \
+             (in poll-interval mode: sleeping out its interval, not on the ring's wait queue).\n"
         );
         let _ = writeln!(
             m,
