@@ -295,7 +295,8 @@ pub struct StreamRound {
     /// often it actually slept (every library's sleeps counted the same way).
     pub sleeps_per_rec: f64,
     pub dropped: u64,
-    /// The longest single wait-then-drain step of the consumer, in µs.
+    /// The longest time between the ends of two successive drains of the
+    /// consumer (its wait, its drain, and any time it was not running), in µs.
     pub max_step_us: f64,
 }
 
@@ -324,16 +325,21 @@ pub fn stream_once(
             let mut t = Tally::default();
             let mut waits = 0u64;
             let mut max_step = Duration::ZERO;
+            let mut prev = start;
             loop {
-                // Only steps that begin and end while the producer runs
+                // The longest time between the ends of two successive
+                // drains: the step (wait + drain) plus anything between
+                // steps, such as a preemption of this thread. Only
+                // iterations that begin and end while the producer runs
                 // count: the last one may sit out its timeout after the
                 // final record.
                 let producing = !done.load(Ordering::Acquire);
-                let s0 = Instant::now();
                 c.step(&mut t, 10)?;
+                let now = Instant::now();
                 if producing && !done.load(Ordering::Acquire) {
-                    max_step = max_step.max(s0.elapsed());
+                    max_step = max_step.max(now - prev);
                 }
+                prev = now;
                 waits += 1;
                 if done.load(Ordering::Acquire) && t.count >= submitted.load(Ordering::Relaxed) {
                     break;

@@ -286,11 +286,13 @@ pub fn render(
             m,
             "Each consumer uses its library's own blocking wait. CPU time is the consumer thread's `getrusage(RUSAGE_THREAD)` user+system time. \
              A wait call is one wait-then-drain step of the consumer loop; sleeps are the thread's voluntary context switches (`ru_nvcsw`), \
-             counted the same way for every library (in poll-interval mode one wait call can sleep several intervals).\n"
+             counted the same way for every library (in poll-interval mode one wait call can sleep several intervals). \
+             The longest time between drains is measured from the end of one drain to the end of the next while the producer runs: \
+             the wait, the drain, and any time the consumer thread was not running.\n"
         );
         let _ = writeln!(
             m,
-            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | sleeps/record | failed reserves per round | longest step per round, µs |\n|---|---:|---:|---:|---:|---:|---|---|"
+            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | sleeps/record | failed reserves per round | longest time between drains per round, µs |\n|---|---:|---:|---:|---:|---:|---|---|"
         );
         let cpu_ref: Vec<f64> = s[rref].iter().map(|r| r.cpu_ns_per_rec).collect();
         for (k, kind) in Kind::ALL.iter().enumerate() {

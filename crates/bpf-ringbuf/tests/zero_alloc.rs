@@ -253,3 +253,50 @@ fn consume_allocates_nothing() {
         );
     }
 }
+
+#[test]
+fn poll_interval_read_zero_copy_allocates_nothing() {
+    if !privileged_or_skip("poll_interval_read_zero_copy_allocates_nothing") {
+        return;
+    }
+    let mut s = setup(RecordSize::Mixed(vec![8, 64, 200, 1000]));
+    let mut reader = Reader::new(&s.ring).expect("reader");
+    reader.set_poll_interval(Some(std::time::Duration::from_millis(1)));
+    reader.set_deadline(Some(Instant::now()));
+    let warm = s.fill(100);
+    for _ in 0..warm {
+        reader.read_zero_copy().expect("warm-up read");
+    }
+    reader.commit();
+    for _round in 0..3 {
+        let n = s.fill(N);
+        let mut seq = 0;
+        // A deadline a few intervals away: the records are read without
+        // sleeping, then the empty ring is re-checked every interval (ppoll
+        // on the eventfd) until the deadline. Both inside the window.
+        reader.set_deadline(Some(Instant::now() + std::time::Duration::from_secs(5)));
+        let (allocs, ()) = allocs_in(|| {
+            let mut got = 0;
+            while got < n {
+                match reader.read_zero_copy() {
+                    Ok(rec) => {
+                        check_seq(rec, &mut seq);
+                        got += 1;
+                    }
+                    Err(Error::CommitRequired) => reader.commit(),
+                    Err(e) => panic!("read_zero_copy: {e}"),
+                }
+            }
+            reader.commit();
+            reader.set_deadline(Some(Instant::now() + std::time::Duration::from_millis(4)));
+            assert!(matches!(
+                reader.read_zero_copy(),
+                Err(Error::DeadlineExceeded)
+            ));
+        });
+        assert_eq!(
+            allocs, 0,
+            "read_zero_copy in poll-interval mode allocated {allocs} times for {n} records and its naps"
+        );
+    }
+}
