@@ -105,6 +105,9 @@ pub struct ConsumeStats {
 /// [`ReaderHandle`]'s flush and close. See the crate docs for the zero-copy
 /// contract and the wakeup rules.
 ///
+/// Every `&mut self` method first commits the zero-copy reads still
+/// outstanding: they count as consumed. Dropping the reader does not.
+///
 /// One reader per ring: two consumers of one map would hand each other's
 /// records back to the kernel.
 ///
@@ -425,7 +428,10 @@ impl Reader {
     /// Sets the deadline for blocking reads. `None` waits forever; a deadline
     /// in the past means "read what is there now", then
     /// [`Error::DeadlineExceeded`].
+    ///
+    /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.cur.publish();
         self.deadline = deadline;
     }
 
@@ -449,7 +455,10 @@ impl Reader {
     /// reader.set_poll_interval(Some(std::time::Duration::from_millis(1)));
     /// # Ok(()) }
     /// ```
+    ///
+    /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
     pub fn set_poll_interval(&mut self, interval: Option<Duration>) {
+        self.cur.publish();
         self.poll_interval = interval;
     }
 

@@ -629,10 +629,17 @@ fn introspection_and_remaining() {
     assert_eq!(reader.read_position(), 64);
     reader.commit();
     assert_eq!(reader.available_bytes(), 2 * 32);
-    // `read` publishes outstanding zero-copy reads first.
+    // Every `&mut self` call publishes outstanding zero-copy reads first:
+    // `set_deadline` ...
+    let _ = reader.read_zero_copy().unwrap();
+    assert_eq!(reader.available_bytes(), 2 * 32);
+    reader.set_deadline(None);
+    assert_eq!(reader.available_bytes(), 32);
+    // ... and `read`.
+    producer.produce(1).unwrap();
     let _ = reader.read_zero_copy().unwrap();
     let r = reader.read().unwrap();
-    assert_eq!((r.remaining, reader.consumer_position()), (0, 128));
+    assert_eq!((r.remaining, reader.consumer_position()), (0, 160));
 }
 
 #[test]
