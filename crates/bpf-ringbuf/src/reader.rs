@@ -331,6 +331,8 @@ impl Reader {
     /// [`ControlFlow::Break`] stops after that record, which counts as
     /// consumed. Returns [`Error::Closed`] after close; a corrupt header is
     /// returned as [`Error::Corrupt`] after the records before it are committed.
+    /// If `f` panics, nothing from this call is committed: its records are
+    /// delivered again (at-least-once).
     ///
     /// ```no_run
     /// # fn main() -> bpf_ringbuf::Result<()> {
@@ -607,6 +609,7 @@ impl AsFd for Reader {
 ///
 /// Iteration never blocks and stops at the producer position seen by the
 /// wait (or at a BUSY or corrupt record; the next read reports the latter).
+/// The commit on drop also happens when unwinding from a panic.
 #[derive(Debug)]
 pub struct Batch<'r> {
     reader: &'r mut Reader,

@@ -159,7 +159,7 @@ impl Consumer {
                 (Peek::Record { len, next }, ptr) => {
                     self.pos.set(next);
                     self.lent.set(true);
-                    // SAFETY: `peek` returned `Record` for `pos`. The slice
+                    // SAFETY: `peek_at` returned `Record` for `pos`. The slice
                     // borrows `self`. The position is published past `pos` only
                     // by `publish(&mut self)`, which cannot run while the
                     // borrow lives, or by `publish_unlent`, which refuses while
