@@ -300,3 +300,83 @@ fn poll_interval_read_zero_copy_allocates_nothing() {
         );
     }
 }
+
+#[test]
+fn busy_poll_read_zero_copy_allocates_nothing() {
+    if !privileged_or_skip("busy_poll_read_zero_copy_allocates_nothing") {
+        return;
+    }
+    use std::time::Duration;
+    const SPIN: Duration = Duration::from_millis(20);
+    let mut s = setup(RecordSize::Mixed(vec![8, 64, 200, 1000]));
+    let mut reader = Reader::new(&s.ring).expect("reader");
+    reader.set_busy_poll(Some(SPIN));
+    reader.set_deadline(Some(Instant::now()));
+    let warm = s.fill(100);
+    for _ in 0..warm {
+        reader.read_zero_copy().expect("warm-up read");
+    }
+    reader.commit();
+    for _round in 0..3 {
+        let n = s.fill(N);
+        let mut seq = 0;
+        reader.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+        let producer = &mut s.producer;
+        let (allocs, ()) = std::thread::scope(|sc| {
+            // Records that arrive while the reader spins on the empty ring
+            // (produced by another thread, whose allocations do not count).
+            let late = sc.spawn(move || {
+                std::thread::sleep(Duration::from_millis(2));
+                let r = producer.produce(N).expect("produce");
+                assert_eq!(r.dropped, 0, "ring too small for the test");
+                r.submitted
+            });
+            let mut total = n;
+            let (allocs, ()) = allocs_in(|| {
+                let mut got = 0;
+                // The pre-filled records are read without waiting; then the
+                // ring is empty and the reader spins until the late ones
+                // land (well within SPIN, or it sleeps on epoll and the
+                // producer's commit wakes it).
+                while got < n + 1 {
+                    match reader.read_zero_copy() {
+                        Ok(rec) => {
+                            check_seq(rec, &mut seq);
+                            got += 1;
+                        }
+                        Err(Error::CommitRequired) => reader.commit(),
+                        Err(e) => panic!("read_zero_copy: {e}"),
+                    }
+                }
+                reader.commit();
+            });
+            total += late.join().expect("producer thread");
+            let (more, ()) = allocs_in(|| {
+                let mut got = n + 1;
+                while got < total {
+                    match reader.read_zero_copy() {
+                        Ok(rec) => {
+                            check_seq(rec, &mut seq);
+                            got += 1;
+                        }
+                        Err(Error::CommitRequired) => reader.commit(),
+                        Err(e) => panic!("read_zero_copy: {e}"),
+                    }
+                }
+                reader.commit();
+                // Nothing more comes: spin for SPIN, then sleep on epoll
+                // until the deadline. Both inside the window.
+                reader.set_deadline(Some(Instant::now() + SPIN + Duration::from_millis(10)));
+                assert!(matches!(
+                    reader.read_zero_copy(),
+                    Err(Error::DeadlineExceeded)
+                ));
+            });
+            (allocs + more, ())
+        });
+        assert_eq!(
+            allocs, 0,
+            "read_zero_copy in busy-poll mode allocated {allocs} times for its records, spins and sleep"
+        );
+    }
+}
