@@ -196,15 +196,28 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// The calling thread's user+system CPU time in ns, and its voluntary
-/// context switches.
-pub fn thread_usage() -> (u64, u64) {
+/// The calling thread's user+system CPU time in ns, its voluntary context
+/// switches (sleeps) and its involuntary ones (preemptions).
+pub fn thread_usage() -> (u64, u64, u64) {
     // SAFETY: rusage is plain data.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer.
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
-    (tv(ru.ru_utime) + tv(ru.ru_stime), ru.ru_nvcsw as u64)
+    (
+        tv(ru.ru_utime) + tv(ru.ru_stime),
+        ru.ru_nvcsw as u64,
+        ru.ru_nivcsw as u64,
+    )
+}
+
+/// IRQ work interrupts handled so far by `cpu` (the `IWI` line of
+/// `/proc/interrupts`; `None` where the kernel has no such line). The ring
+/// buffer's wakeups are sent through irq_work queued by the producer's commit.
+pub fn irq_work_count(cpu: usize) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/interrupts").ok()?;
+    let l = s.lines().find(|l| l.trim_start().starts_with("IWI:"))?;
+    l.split_whitespace().nth(1 + cpu)?.parse().ok()
 }
 
 pub struct Opts {
@@ -305,6 +318,12 @@ pub struct StreamRound {
     /// Voluntary context switches of the consumer thread per record: how
     /// often it actually slept (every library's sleeps counted the same way).
     pub sleeps_per_rec: f64,
+    /// Involuntary context switches of the consumer thread in the run: how
+    /// often it was preempted.
+    pub preempted: u64,
+    /// IRQ work interrupts on the producer's CPU per record while it
+    /// produced (the kernel's wakeups go through irq_work), if countable.
+    pub irq_work_per_rec: Option<f64>,
     pub dropped: u64,
     /// The longest time between the ends of two successive drains of the
     /// consumer (its wait, its drain, and any time it was not running), in µs.
@@ -312,8 +331,9 @@ pub struct StreamRound {
 }
 
 /// What the stream consumer thread hands back: its tally, longest step,
-/// wait calls, (CPU ns, voluntary context switches) and elapsed time.
-type ConsumerRun = (Tally, Duration, u64, (u64, u64), Duration);
+/// wait calls, (CPU ns, voluntary and involuntary context switches) and
+/// elapsed time.
+type ConsumerRun = (Tally, Duration, u64, (u64, u64, u64), Duration);
 
 pub fn stream_once(
     kind: Kind,
@@ -324,6 +344,9 @@ pub fn stream_once(
     const CHUNK: u64 = 256;
     let done = AtomicBool::new(false);
     let submitted = AtomicU64::new(0);
+    // When the producer finished, in ns after `base` (valid once `done`).
+    let base = Instant::now();
+    let end_ns = AtomicU64::new(0);
     let go = Barrier::new(2);
     let mut out = StreamRound::default();
     std::thread::scope(|s| -> Res<()> {
@@ -332,7 +355,7 @@ pub fn stream_once(
             let mut c = make(kind, ring)?;
             go.wait();
             let start = Instant::now();
-            let (cpu0, csw0) = thread_usage();
+            let (cpu0, csw0, pre0) = thread_usage();
             let mut t = Tally::default();
             let mut waits = 0u64;
             let mut max_step = Duration::ZERO;
@@ -340,15 +363,21 @@ pub fn stream_once(
             loop {
                 // The longest time between the ends of two successive
                 // drains: the step (wait + drain) plus anything between
-                // steps, such as a preemption of this thread. Only
-                // iterations that begin and end while the producer runs
-                // count: the last one may sit out its timeout after the
-                // final record.
+                // steps, such as a preemption of this thread. Only time
+                // while the producer runs counts: an iteration during which
+                // it finishes counts up to its end (so a stall that spans
+                // the end is seen), not the timeout the last wait may sit
+                // out after the final record.
                 let producing = !done.load(Ordering::Acquire);
                 c.step(&mut t, 10)?;
                 let now = Instant::now();
-                if producing && !done.load(Ordering::Acquire) {
-                    max_step = max_step.max(now - prev);
+                if producing {
+                    let until = if done.load(Ordering::Acquire) {
+                        now.min(base + Duration::from_nanos(end_ns.load(Ordering::Relaxed)))
+                    } else {
+                        now
+                    };
+                    max_step = max_step.max(until.saturating_duration_since(prev));
                 }
                 prev = now;
                 waits += 1;
@@ -357,11 +386,18 @@ pub fn stream_once(
                 }
             }
             let el = start.elapsed();
-            let (cpu1, csw1) = thread_usage();
-            Ok((t, max_step, waits, (cpu1 - cpu0, csw1 - csw0), el))
+            let (cpu1, csw1, pre1) = thread_usage();
+            Ok((
+                t,
+                max_step,
+                waits,
+                (cpu1 - cpu0, csw1 - csw0, pre1 - pre0),
+                el,
+            ))
         });
         pin_to_cpu(0);
         go.wait();
+        let iwi0 = irq_work_count(0);
         let mut expect = Tally::default();
         let mut dropped = 0;
         let mut sent = 0;
@@ -371,15 +407,19 @@ pub fn stream_once(
             dropped += p.dropped;
             sent += p.expect.count + p.dropped;
         }
+        let iwi1 = irq_work_count(0);
+        end_ns.store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
         submitted.store(expect.count, Ordering::Relaxed);
         done.store(true, Ordering::Release);
-        let (t, max_step, waits, (cpu, csw), el) = cons.join().unwrap()?;
+        let (t, max_step, waits, (cpu, csw, pre), el) = cons.join().unwrap()?;
         check(kind.label(), &t, &expect);
         out = StreamRound {
             recs_per_s: t.count as f64 / el.as_secs_f64(),
             cpu_ns_per_rec: cpu as f64 / t.count as f64,
             waits_per_rec: waits as f64 / t.count as f64,
             sleeps_per_rec: csw as f64 / t.count as f64,
+            preempted: pre,
+            irq_work_per_rec: iwi0.zip(iwi1).map(|(a, b)| (b - a) as f64 / t.count as f64),
             dropped,
             max_step_us: max_step.as_secs_f64() * 1e6,
         };

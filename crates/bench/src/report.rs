@@ -288,13 +288,17 @@ pub fn render(
             "Each consumer uses its library's own blocking wait. CPU time is the consumer thread's `getrusage(RUSAGE_THREAD)` user+system time. \
              A wait call is one wait-then-drain step of the consumer loop; sleeps are the thread's voluntary context switches (`ru_nvcsw`), \
              counted the same way for every library (in poll-interval mode one wait call can sleep several intervals; \
-             in busy-poll mode the consumer spins before it sleeps, and the spinning counts in its CPU time). \
-             The longest time between drains is measured from the end of one drain to the end of the next while the producer runs: \
+             in busy-poll mode the consumer spins before it sleeps, and the spinning counts in its CPU time); \
+             preemptions are its involuntary context switches (`ru_nivcsw`). \
+             Producer irq_work/record counts the IRQ work interrupts (`IWI` in `/proc/interrupts`) on the producer's CPU while it produces: \
+             the kernel's commit queues one to wake the ring's waiters when it finds the consumer caught up with the record. \
+             The longest time between drains is measured from the end of one drain to the end of the next while the producer runs \
+             (a step during which the producer finishes counts up to its last record): \
              the wait, the drain, and any time the consumer thread was not running.\n"
         );
         let _ = writeln!(
             m,
-            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | sleeps/record | failed reserves per round | longest time between drains per round, µs |\n|---|---:|---:|---:|---:|---:|---|---|"
+            "| consumer | records/s | consumer CPU ns/record | ratio to raw ref | wait calls/record | sleeps/record | preemptions per round | producer irq_work/record | failed reserves per round | longest time between drains per round, µs |\n|---|---:|---:|---:|---:|---:|---|---:|---|---|"
         );
         let cpu_ref: Vec<f64> = s[rref].iter().map(|r| r.cpu_ns_per_rec).collect();
         for (k, kind) in Kind::ALL.iter().enumerate() {
@@ -302,6 +306,13 @@ pub fn render(
             let cpu: Vec<f64> = s[k].iter().map(|r| r.cpu_ns_per_rec).collect();
             let w: Vec<f64> = s[k].iter().map(|r| r.waits_per_rec).collect();
             let sl: Vec<f64> = s[k].iter().map(|r| r.sleeps_per_rec).collect();
+            let pre: Vec<String> = s[k].iter().map(|r| r.preempted.to_string()).collect();
+            let iw: Vec<f64> = s[k].iter().filter_map(|r| r.irq_work_per_rec).collect();
+            let iw = if iw.is_empty() {
+                "n/a".to_string()
+            } else {
+                format!("{:.4}", median(&iw))
+            };
             let dr: Vec<String> = s[k].iter().map(|r| r.dropped.to_string()).collect();
             let gaps: Vec<String> = s[k]
                 .iter()
@@ -309,13 +320,15 @@ pub fn render(
                 .collect();
             let _ = writeln!(
                 m,
-                "| {} | {:.2} M | {:.1} | {:.2}× | {:.4} | {:.4} | {} | {} |",
+                "| {} | {:.2} M | {:.1} | {:.2}× | {:.4} | {:.4} | {} | {} | {} | {} |",
                 kind.label(),
                 median(&rps) / 1e6,
                 median(&cpu),
                 median(&ratios(&cpu, &cpu_ref)),
                 median(&w),
                 median(&sl),
+                pre.join(" "),
+                iw,
                 dr.join(" "),
                 gaps.join(" ")
             );
