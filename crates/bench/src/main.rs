@@ -56,14 +56,10 @@ pub enum Kind {
     /// `read_zero_copy` in poll-interval mode (1 ms): stream and producer
     /// cost only; its drain is `OursZeroCopy`'s.
     OursPoll,
-    /// `read_zero_copy` in busy-poll mode (spins 50 µs on an empty ring
-    /// before sleeping on epoll): stream and producer cost only; its drain
-    /// is `OursZeroCopy`'s.
-    OursSpin,
 }
 
 impl Kind {
-    /// Every consumer, in report order. `OursPoll` and `OursSpin` are last,
+    /// Every consumer, in report order. `OursPoll` is last,
     /// so the drain consumers (`DRAIN`) have the same index in both lists.
     pub const ALL: &'static [Kind] = &[
         Kind::OursZeroCopy,
@@ -76,12 +72,10 @@ impl Kind {
         Kind::RawRef,
         Kind::RawCopy,
         Kind::OursPoll,
-        Kind::OursSpin,
     ];
     /// The consumers of the drain scenario and the callgrind table: all but
-    /// `OursPoll` and `OursSpin`, whose drain is the same code as
-    /// `OursZeroCopy`'s.
-    pub const DRAIN: &'static [Kind] = Kind::ALL.split_at(Kind::ALL.len() - 2).0;
+    /// `OursPoll`, whose drain is the same code as `OursZeroCopy`'s.
+    pub const DRAIN: &'static [Kind] = Kind::ALL.split_at(Kind::ALL.len() - 1).0;
     pub fn label(self) -> &'static str {
         match self {
             Kind::OursZeroCopy => "ours `read_zero_copy` + one `commit` per drain",
@@ -94,7 +88,6 @@ impl Kind {
             Kind::LibbpfRs => "libbpf-rs `RingBuffer::consume`",
             Kind::Aya => "aya `RingBuf::next`",
             Kind::OursPoll => "ours `read_zero_copy`, poll interval 1 ms",
-            Kind::OursSpin => "ours `read_zero_copy`, busy-poll 50 µs",
         }
     }
 }
@@ -111,15 +104,11 @@ pub fn make(kind: Kind, ring: &RingBuf) -> Res<Box<dyn Consumer + '_>> {
         Kind::LibbpfRs => Box::new(libs::LibbpfRs::new(ring.as_fd())?),
         Kind::Aya => Box::new(libs::Aya::new(ring.as_fd())?),
         Kind::OursPoll => Box::new(ours::Ours::new(ring, ours::Mode::Poll(POLL_INTERVAL))?),
-        Kind::OursSpin => Box::new(ours::Ours::new(ring, ours::Mode::Spin(BUSY_POLL))?),
     })
 }
 
 /// The interval of `OursPoll`.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
-
-/// The busy-poll time of `OursSpin`.
-pub const BUSY_POLL: Duration = Duration::from_micros(50);
 
 fn new_ring(size: usize) -> Res<RingBuf> {
     Ok(RingBuf::create(size)?)
@@ -585,7 +574,7 @@ fn profile_drain(size: usize) -> Res<()> {
 /// `--toggle-collect` pattern.
 fn drain_symbol(k: Kind) -> &'static str {
     match k {
-        Kind::OursZeroCopy | Kind::OursPoll | Kind::OursSpin => "*Ours::drain_zero_copy",
+        Kind::OursZeroCopy | Kind::OursPoll => "*Ours::drain_zero_copy",
         Kind::OursConsume => "*Ours::drain_consume",
         Kind::OursReadInto => "*Ours::drain_read_into",
         Kind::OursRead => "*Ours::drain_read",

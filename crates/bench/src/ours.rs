@@ -22,11 +22,6 @@ pub enum Mode {
     /// wait queue. Its drain is `ZeroCopy`'s; its wait is the blocking
     /// `read_zero_copy` itself.
     Poll(Duration),
-    /// `read_zero_copy` in busy-poll mode (`set_busy_poll`): a blocking
-    /// read that finds the ring empty watches the producer position for up
-    /// to this long before it sleeps on epoll. Its drain is `ZeroCopy`'s;
-    /// its wait is the blocking `read_zero_copy` itself, as in `Poll`.
-    Spin(Duration),
 }
 
 pub struct Ours {
@@ -42,10 +37,8 @@ impl Ours {
         let past = Instant::now();
         // A deadline in the past: read what is there, then DeadlineExceeded.
         r.set_deadline(Some(past));
-        match mode {
-            Mode::Poll(interval) => r.set_poll_interval(Some(interval)),
-            Mode::Spin(spin) => r.set_busy_poll(Some(spin)),
-            _ => {}
+        if let Mode::Poll(interval) = mode {
+            r.set_poll_interval(Some(interval));
         }
         Ok(Self {
             r,
@@ -76,7 +69,7 @@ impl Ours {
         Ok(())
     }
 
-    /// `Mode::Poll`'s and `Mode::Spin`'s blocking wait: `read_zero_copy`
+    /// `Mode::Poll`'s blocking wait: `read_zero_copy`
     /// with a deadline waits (in poll intervals, or spinning and then on
     /// epoll) until a record is there (or the deadline), then reads until
     /// the ring is dry (`CommitRequired`), and commits once.
@@ -164,7 +157,7 @@ impl Ours {
 impl Consumer for Ours {
     fn drain(&mut self, t: &mut Tally) -> Res<()> {
         match self.mode {
-            Mode::ZeroCopy | Mode::Poll(_) | Mode::Spin(_) => self.drain_zero_copy(t),
+            Mode::ZeroCopy | Mode::Poll(_) => self.drain_zero_copy(t),
             Mode::Consume => self.drain_consume(t),
             Mode::ReadInto => self.drain_read_into(t),
             Mode::Read => self.drain_read(t),
@@ -172,7 +165,7 @@ impl Consumer for Ours {
     }
 
     fn step(&mut self, t: &mut Tally, timeout_ms: i32) -> Res<()> {
-        if let Mode::Poll(_) | Mode::Spin(_) = self.mode {
+        if let Mode::Poll(_) = self.mode {
             return self.step_poll(t, Duration::from_millis(timeout_ms as u64));
         }
         self.r.set_deadline(Some(

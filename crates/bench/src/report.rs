@@ -162,7 +162,6 @@ pub fn render(
                 Kind::OursReadInto,
                 Kind::OursRead,
                 Kind::OursPoll,
-                Kind::OursSpin,
             ] {
                 let dr: u64 = sr.rounds[idx(k)].iter().map(|r| r.dropped).sum();
                 let bad = sr.rounds[idx(k)].iter().filter(|r| r.dropped > 0).count();
@@ -287,8 +286,7 @@ pub fn render(
             m,
             "Each consumer uses its library's own blocking wait. CPU time is the consumer thread's `getrusage(RUSAGE_THREAD)` user+system time. \
              A wait call is one wait-then-drain step of the consumer loop; sleeps are the thread's voluntary context switches (`ru_nvcsw`), \
-             counted the same way for every library (in poll-interval mode one wait call can sleep several intervals; \
-             in busy-poll mode the consumer spins before it sleeps, and the spinning counts in its CPU time); \
+             counted the same way for every library (in poll-interval mode one wait call can sleep several intervals); \
              preemptions are its involuntary context switches (`ru_nivcsw`). \
              Producer irq_work/record counts the IRQ work interrupts (`IWI` in `/proc/interrupts`) on the producer's CPU while it produces: \
              the kernel's commit queues one to wake the ring's waiters when it finds the consumer caught up with the record. \
@@ -345,8 +343,7 @@ pub fn render(
         let _ = writeln!(
             m,
             "The producer's own time per record, as `BPF_PROG_TEST_RUN` reports it (median within a round, then median over rounds), on CPU 0, while the consumer on CPU 1 is blocked in its library's wait \
-             (in poll-interval mode: sleeping out its interval, not on the ring's wait queue; \
-             in busy-poll mode: asleep on epoll after spinning out its busy-poll time).\n"
+             (in poll-interval mode: sleeping out its interval, not on the ring's wait queue).\n"
         );
         let _ = writeln!(
             m,

@@ -74,8 +74,7 @@
 //! * Each wakeup costs the producer (the BPF program's commit) far more than
 //!   the record itself. [`Reader::set_poll_interval`] trades latency for it:
 //!   an empty ring is looked at again every interval instead of sleeping for
-//!   the kernel's wakeup. [`Reader::set_busy_poll`] trades CPU for it: the
-//!   reader watches an empty ring for a while before it sleeps.
+//!   the kernel's wakeup.
 //!
 //! # What this crate does not do
 //!

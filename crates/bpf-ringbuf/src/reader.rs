@@ -138,8 +138,6 @@ pub struct Reader {
     deadline: Option<Instant>,
     /// Poll-interval mode: sleep this long instead of asking for a wakeup.
     poll_interval: Option<Duration>,
-    /// Busy-poll: before sleeping, watch the producer position this long.
-    busy_poll: Option<Duration>,
     shared: Arc<Shared>,
     waiter: Waiter,
     /// The ring's descriptor (the map, or a fake ring's eventfd), watched by `waiter`.
@@ -185,7 +183,6 @@ impl Reader {
             cur,
             deadline: None,
             poll_interval: None,
-            busy_poll: None,
             shared,
             waiter,
             fd,
@@ -467,36 +464,6 @@ impl Reader {
         self.poll_interval = interval;
     }
 
-    /// Busy-poll mode. With `Some(spin)`, a blocking read that finds the ring
-    /// empty first watches the producer position for up to `spin` (burning
-    /// CPU) before it sleeps. `None` (the default) sleeps at once.
-    ///
-    /// For steady streams on machines where waking a sleeping thread is slow
-    /// (virtual machines: hundreds of microseconds, sometimes milliseconds,
-    /// during which the ring fills): a reader that spins a few tens of
-    /// microseconds between bursts rarely sleeps, so it is never late, and
-    /// the producer seldom pays for a wakeup. Combines with
-    /// [`set_poll_interval`](Self::set_poll_interval) (spin, then nap).
-    ///
-    /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
-    ///
-    /// ```no_run
-    /// # fn main() -> bpf_ringbuf::Result<()> {
-    /// # let ring = bpf_ringbuf::RingBuf::create(1 << 20)?;
-    /// let mut reader = bpf_ringbuf::Reader::new(&ring)?;
-    /// reader.set_busy_poll(Some(std::time::Duration::from_micros(50)));
-    /// # Ok(()) }
-    /// ```
-    pub fn set_busy_poll(&mut self, spin: Option<Duration>) {
-        self.cur.publish();
-        self.busy_poll = spin;
-    }
-
-    /// The time set by [`set_busy_poll`](Self::set_busy_poll).
-    pub fn busy_poll(&self) -> Option<Duration> {
-        self.busy_poll
-    }
-
     /// The interval set by [`set_poll_interval`](Self::set_poll_interval).
     pub fn poll_interval(&self) -> Option<Duration> {
         self.poll_interval
@@ -563,7 +530,6 @@ impl Reader {
             match self.cur.publish_unlent_and_check_empty() {
                 None => return Err(Error::CommitRequired),
                 Some(false) => continue,
-                Some(true) if self.spin_for_records()? => continue,
                 Some(true) => match self.poll_interval {
                     None => self.waiter.sleep(&self.shared, self.deadline)?,
                     Some(interval) => {
@@ -572,32 +538,6 @@ impl Reader {
                         self.waiter.nap(&self.shared, until)?;
                     }
                 },
-            }
-        }
-    }
-
-    /// Busy-poll mode: the ring is empty and our position published (with
-    /// the fence). Watch the producer position for up to the busy-poll time;
-    /// `true` as soon as it moves. Publishing already happened, so sleeping
-    /// afterwards loses no wakeup.
-    #[inline(never)]
-    fn spin_for_records(&self) -> Result<bool> {
-        let Some(spin) = self.busy_poll else {
-            return Ok(false);
-        };
-        let now = Instant::now();
-        let until = self.deadline.map_or(now + spin, |d| d.min(now + spin));
-        let pos = self.cur.pos();
-        loop {
-            for _ in 0..64 {
-                if self.cur.raw().load_producer() != pos {
-                    return Ok(true);
-                }
-                std::hint::spin_loop();
-            }
-            wait::check_stop(&self.shared, None)?;
-            if Instant::now() >= until {
-                return Ok(false);
             }
         }
     }

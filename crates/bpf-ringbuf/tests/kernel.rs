@@ -900,36 +900,3 @@ fn close_wakes_a_reader_in_poll_interval_mode() {
     handle.close();
     assert!(matches!(t.join().unwrap(), Error::Closed));
 }
-
-#[test]
-fn busy_poll_mode_reads_bursts_and_honours_flush() {
-    privileged!();
-    let ring = RingBuf::create(64 * page()).unwrap();
-    let cfg = ProducerConfig::fixed(40);
-    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
-    let mut reader = Reader::new(&ring).unwrap();
-    reader.set_busy_poll(Some(Duration::from_micros(50)));
-    assert_eq!(reader.busy_poll(), Some(Duration::from_micros(50)));
-    reader.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
-    let handle = reader.handle();
-    let t = thread::spawn(move || {
-        let mut n = 0;
-        for burst in 0..200u64 {
-            n += producer.produce(1 + burst % 17).unwrap().submitted;
-            // Pauses shorter and longer than the spin: both paths run.
-            thread::sleep(Duration::from_micros(if burst % 3 == 0 { 200 } else { 10 }));
-        }
-        handle.flush();
-        n
-    });
-    let mut next = 0;
-    loop {
-        match reader.read_zero_copy() {
-            Ok(r) => expect_seq(r, &mut next, &cfg),
-            Err(Error::CommitRequired) => reader.commit(),
-            Err(Error::Flushed) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    assert_eq!(next, t.join().unwrap());
-}
