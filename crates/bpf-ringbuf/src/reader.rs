@@ -445,8 +445,10 @@ impl Reader {
     /// Why: each wakeup is paid by the **producer**, inside the BPF program's
     /// commit (an `irq_work`, then waking the sleeping thread: tens of
     /// microseconds per event on a VM, see BENCHMARKS.md). In poll-interval
-    /// mode nobody sleeps on the ring, so the kernel's wakeup finds no one to
-    /// wake, and the reader collects records in batches. The price is latency:
+    /// mode the reader is behind the producer between its looks, and the
+    /// kernel queues a wakeup only for a record it finds the consumer caught
+    /// up with: at most one per look, and then no thread sleeps on the ring
+    /// to be woken. The reader collects records in batches. The price is latency:
     /// up to `interval` before a record is seen. Records committed with
     /// `BPF_RB_NO_WAKEUP` are picked up too.
     ///
