@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::map::check_map;
-use crate::ring::consumer::{Consumer, DrainEnd, Step};
+use crate::ring::consumer::{Consumer, CorruptAt, DrainEnd, Step};
 use crate::ring::Peek;
 use crate::sys::{self, bpf, mmap::Mmap};
 use crate::wait::{self, ReaderHandle, Shared, Waiter};
@@ -248,12 +248,12 @@ impl Reader {
                 Step::Record(rec) => return Ok(Some(rec)),
                 Step::End if !reloaded => {
                     reloaded = true;
-                    if !self.cur.reload().map_err(corrupt)? {
+                    if !self.cur.reload()? {
                         return Ok(None);
                     }
                 }
                 Step::End | Step::Busy => return Ok(None),
-                c @ Step::Corrupt { .. } => return Err(corrupt(c)),
+                Step::Corrupt(c) => return Err(c.into()),
             }
         }
     }
@@ -281,11 +281,12 @@ impl Reader {
                 Some(Peek::Record { .. } | Peek::Discard { .. }) => return Ok(()),
                 Some(Peek::Busy) => self.stalled(Step::Busy)?,
                 Some(Peek::Corrupt { len, available }) => {
-                    return Err(Error::Corrupt {
+                    return Err(CorruptAt {
                         pos: self.cur.pos(),
                         len,
                         available,
-                    })
+                    }
+                    .into())
                 }
             }
         }
@@ -371,17 +372,7 @@ impl Reader {
             DrainEnd::Budget => StopReason::Budget,
             DrainEnd::Callback => StopReason::Callback,
             DrainEnd::Busy => StopReason::Busy,
-            DrainEnd::Corrupt {
-                pos,
-                len,
-                available,
-            } => {
-                return Err(Error::Corrupt {
-                    pos,
-                    len,
-                    available,
-                })
-            }
+            DrainEnd::Corrupt(c) => return Err(c.into()),
         };
         Ok(ConsumeStats {
             records,
@@ -519,7 +510,7 @@ impl Reader {
     #[inline(never)]
     fn refill(&self) -> Result<()> {
         loop {
-            if self.cur.reload().map_err(corrupt)? {
+            if self.cur.reload()? {
                 return Ok(());
             }
             // Hand skipped discards back before returning an error, unless a
@@ -554,8 +545,8 @@ impl Reader {
     #[cold]
     #[inline(never)]
     fn stalled(&self, what: Step<'_>) -> Result<()> {
-        if let c @ Step::Corrupt { .. } = what {
-            return Err(corrupt(c));
+        if let Step::Corrupt(c) = what {
+            return Err(c.into());
         }
         let mut step = 0u32;
         loop {
@@ -575,27 +566,13 @@ impl Reader {
     }
 }
 
-fn corrupt(s: Step<'_>) -> Error {
-    match s {
-        Step::Corrupt {
-            pos,
-            len,
-            available,
-        } => Error::Corrupt {
-            pos,
-            len,
-            available,
-        },
-        _ => unreachable!("corrupt() is only called with Step::Corrupt"),
-    }
-}
-
 fn misaligned(pos: usize) -> Error {
-    Error::Corrupt {
+    CorruptAt {
         pos,
         len: 0,
         available: 0,
     }
+    .into()
 }
 
 impl AsFd for Reader {

@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 use std::ptr::NonNull;
 
 use super::{Peek, RawRing, HDR_SZ};
+use crate::error::Error;
 use crate::sys::mmap::Mmap;
 
 /// One step of the cursor within the known part of the ring.
@@ -19,12 +20,27 @@ pub(crate) enum Step<'a> {
     End,
     /// The record at the cursor is reserved, not committed.
     Busy,
-    /// The header at `pos` is inconsistent with the data produced.
-    Corrupt {
-        pos: usize,
-        len: usize,
-        available: usize,
-    },
+    /// The header at the cursor is inconsistent with the data produced.
+    Corrupt(CorruptAt),
+}
+
+/// Where the ring is corrupt: a header (or producer position) inconsistent
+/// with the data produced. Becomes [`Error::Corrupt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CorruptAt {
+    pub pos: usize,
+    pub len: usize,
+    pub available: usize,
+}
+
+impl From<CorruptAt> for Error {
+    fn from(c: CorruptAt) -> Error {
+        Error::Corrupt {
+            pos: c.pos,
+            len: c.len,
+            available: c.available,
+        }
+    }
 }
 
 /// How a [`Consumer::drain`] ended.
@@ -34,11 +50,7 @@ pub(crate) enum DrainEnd {
     Budget,
     Callback,
     Busy,
-    Corrupt {
-        pos: usize,
-        len: usize,
-        available: usize,
-    },
+    Corrupt(CorruptAt),
 }
 
 /// The consumer's cursor.
@@ -169,11 +181,11 @@ impl Consumer {
                 (Peek::Discard { next }, _) => self.pos.set(next),
                 (Peek::Busy, _) => return Step::Busy,
                 (Peek::Corrupt { len, available }, _) => {
-                    return Step::Corrupt {
+                    return Step::Corrupt(CorruptAt {
                         pos,
                         len,
                         available,
-                    }
+                    })
                 }
             }
         }
@@ -215,11 +227,11 @@ impl Consumer {
                 }
                 (Peek::Corrupt { len, available }, _) => {
                     self.publish();
-                    return Step::Corrupt {
+                    return Step::Corrupt(CorruptAt {
                         pos,
                         len,
                         available,
-                    };
+                    });
                 }
             }
         }
@@ -237,11 +249,11 @@ impl Consumer {
     /// Loads the producer position (one Acquire load) and checks it.
     /// `Ok(true)` if there is something past the cursor.
     #[inline]
-    pub(crate) fn reload(&self) -> Result<bool, Step<'static>> {
+    pub(crate) fn reload(&self) -> Result<bool, CorruptAt> {
         let pos = self.pos.get();
         let prod = self.ring.load_producer();
         if let Err(Peek::Corrupt { len, available }) = self.ring.check_producer(pos, prod) {
-            return Err(Step::Corrupt {
+            return Err(CorruptAt {
                 pos,
                 len,
                 available,
@@ -335,11 +347,11 @@ impl Consumer {
             return (
                 0,
                 0,
-                DrainEnd::Corrupt {
+                DrainEnd::Corrupt(CorruptAt {
                     pos,
                     len,
                     available,
-                },
+                }),
             );
         }
         let mut records = 0usize;
@@ -367,11 +379,11 @@ impl Consumer {
                 (Peek::Discard { next }, _) => pos = next,
                 (Peek::Busy, _) => break DrainEnd::Busy,
                 (Peek::Corrupt { len, available }, _) => {
-                    break DrainEnd::Corrupt {
+                    break DrainEnd::Corrupt(CorruptAt {
                         pos,
                         len,
                         available,
-                    }
+                    })
                 }
             }
         };
