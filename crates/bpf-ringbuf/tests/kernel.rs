@@ -900,3 +900,94 @@ fn close_wakes_a_reader_in_poll_interval_mode() {
     handle.close();
     assert!(matches!(t.join().unwrap(), Error::Closed));
 }
+
+/// The largest mixed config `ProducerConfig` accepts: 64 sizes summing to
+/// `MAX_MIXED_TOTAL`, from 8 bytes to `MAX_RECORD`, many not multiples of 8.
+fn largest_mixed_sizes() -> Vec<usize> {
+    let mut sizes = vec![ProducerConfig::MAX_RECORD, 8, 9, 13, 4095, 12345, 1001];
+    let fixed: usize = sizes.iter().sum();
+    let rest = 64 - sizes.len();
+    let left = ProducerConfig::MAX_MIXED_TOTAL - fixed;
+    // Pairs around the mean, one above and one below, so the sum stays exact.
+    let mean = left / rest;
+    for i in 0..rest {
+        let d = (i / 2) % 7 + 1;
+        sizes.push(if i % 2 == 0 { mean + d } else { mean - d });
+    }
+    let short = ProducerConfig::MAX_MIXED_TOTAL - sizes.iter().sum::<usize>();
+    *sizes.last_mut().unwrap() += short;
+    sizes
+}
+
+/// Produces `rounds` cycles of `sizes` on a fresh 1 MiB ring and reads them
+/// all back: every length, sequence number and byte as the config says.
+fn mixed_sizes_round_trip(sizes: Vec<usize>, discard_every: Option<u32>, rounds: u64) {
+    let ring = RingBuf::create(1 << 20).unwrap();
+    let cfg = ProducerConfig {
+        size: RecordSize::Mixed(sizes.clone()),
+        discard_every,
+        ..ProducerConfig::default()
+    };
+    let producer = KernelProducer::new(&ring, cfg.clone())
+        .unwrap_or_else(|e| panic!("{} sizes: {e}", sizes.len()));
+    assert!(producer.instructions() <= 1_000_000);
+    let n = rounds * sizes.len() as u64;
+    let rep = producer.produce(n).unwrap();
+    assert_eq!(rep.dropped, 0, "the ring holds {rounds} rounds");
+    assert_eq!(rep.submitted + rep.discarded, n);
+    let mut reader = Reader::new(&ring).unwrap();
+    let mut next = 0u64;
+    let stats = reader
+        .consume(|r| {
+            expect_seq(r, &mut next, &cfg);
+            let seq = next - 1;
+            assert_eq!(
+                r.len(),
+                sizes[(seq % sizes.len() as u64) as usize],
+                "seq {seq}"
+            );
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(stats.stop, StopReason::Empty);
+    assert_eq!(stats.records as u64, rep.submitted);
+    assert_eq!(next, producer.next_seq().unwrap(), "every record was read");
+    assert_eq!(reader.available_bytes(), 0);
+}
+
+#[test]
+fn largest_mixed_configs_load_and_produce_correct_records() {
+    privileged!();
+    // Each block alone is 16 KiB of unrolled stores: jumps across all four
+    // did not fit the 16-bit offset ("jump out of range" panic).
+    mixed_sizes_round_trip(vec![16384; 4], None, 10);
+    let sizes = largest_mixed_sizes();
+    assert_eq!(sizes.len(), 64);
+    assert_eq!(sizes.iter().sum::<usize>(), ProducerConfig::MAX_MIXED_TOTAL);
+    assert!(sizes
+        .iter()
+        .all(|s| (8..=ProducerConfig::MAX_RECORD).contains(s)));
+    assert!(sizes.iter().filter(|s| *s % 8 != 0).count() > 32);
+    mixed_sizes_round_trip(sizes.clone(), None, 3);
+    mixed_sizes_round_trip(sizes, Some(7), 3);
+    // A ring that holds three: the fourth reservation and later ones fail,
+    // and each block's own drop path counts them and returns.
+    let ring = RingBuf::create(64 << 10).unwrap();
+    let cfg = ProducerConfig {
+        size: RecordSize::Mixed(vec![16384; 4]),
+        ..ProducerConfig::default()
+    };
+    let producer = KernelProducer::new(&ring, cfg.clone()).unwrap();
+    let rep = producer.produce(8).unwrap();
+    assert_eq!((rep.submitted, rep.dropped), (3, 5));
+    let mut reader = Reader::new(&ring).unwrap();
+    let mut next = 0;
+    reader
+        .consume(|r| {
+            assert_eq!(r.len(), 16384);
+            expect_seq(r, &mut next, &cfg);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(next, 3);
+}

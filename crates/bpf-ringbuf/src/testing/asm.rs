@@ -1,6 +1,8 @@
 //! A tiny BPF assembler: just the instructions the test producer needs,
 //! with forward labels. No clang, no object files.
 
+use crate::error::{Error, Result};
+
 /// A BPF register.
 pub(crate) type Reg = u8;
 
@@ -23,8 +25,6 @@ const ALU64_OR_X: u8 = 0x4f;
 const ALU64_RSH_K: u8 = 0x77;
 const ALU64_LSH_K: u8 = 0x67;
 const ALU64_MOD_K: u8 = 0x97;
-const JMP_JA: u8 = 0x05;
-const JMP_JEQ_K: u8 = 0x15;
 const JMP_JNE_K: u8 = 0x55;
 const JMP_CALL: u8 = 0x85;
 const JMP_EXIT: u8 = 0x95;
@@ -44,6 +44,11 @@ pub(crate) const FN_MAP_LOOKUP_ELEM: i32 = 1;
 pub(crate) const FN_RINGBUF_RESERVE: i32 = 131;
 pub(crate) const FN_RINGBUF_SUBMIT: i32 = 132;
 pub(crate) const FN_RINGBUF_DISCARD: i32 = 133;
+
+/// The most instructions the kernel loads in one program with `CAP_BPF`
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`; without it, `BPF_MAXINSNS` is 4096, but
+/// the producer needs `CAP_BPF` anyway).
+pub(crate) const MAX_INSNS: usize = 1_000_000;
 
 /// A jump target, resolved by [`Asm::finish`].
 #[derive(Debug, Clone, Copy)]
@@ -143,14 +148,8 @@ impl Asm {
     pub(crate) fn atomic_fetch_add(&mut self, dst: Reg, off: i16, src: Reg) -> &mut Self {
         self.push(ATOMIC_DW, dst, src, off, BPF_ADD | BPF_FETCH)
     }
-    pub(crate) fn jeq_imm(&mut self, dst: Reg, imm: i32, to: Label) -> &mut Self {
-        self.jump(JMP_JEQ_K, dst, imm, to)
-    }
     pub(crate) fn jne_imm(&mut self, dst: Reg, imm: i32, to: Label) -> &mut Self {
         self.jump(JMP_JNE_K, dst, imm, to)
-    }
-    pub(crate) fn ja(&mut self, to: Label) -> &mut Self {
-        self.jump(JMP_JA, 0, 0, to)
     }
     pub(crate) fn call(&mut self, helper: i32) -> &mut Self {
         self.push(JMP_CALL, 0, 0, 0, helper)
@@ -159,22 +158,38 @@ impl Asm {
         self.push(JMP_EXIT, 0, 0, 0, 0)
     }
 
-    /// Resolves jumps. Panics on an unbound label or an out-of-range jump,
-    /// both bugs in the program generator.
-    pub(crate) fn finish(mut self) -> Vec<u64> {
+    /// Resolves jumps and returns the program.
+    ///
+    /// Errors ([`Error::InvalidArgument`]): an unbound label, a jump whose
+    /// offset does not fit the instruction's 16 bits, or more instructions
+    /// than the kernel loads ([`MAX_INSNS`]). Each is a bug in the program
+    /// generator, reported instead of a panic or a kernel refusal.
+    pub(crate) fn finish(mut self) -> Result<Vec<u64>> {
+        let bad = |reason: String| Error::InvalidArgument {
+            what: "generated BPF program",
+            reason,
+        };
+        if self.insns.len() > MAX_INSNS {
+            return Err(bad(format!(
+                "{} instructions, more than the kernel's limit of {MAX_INSNS}",
+                self.insns.len()
+            )));
+        }
         for (at, label) in std::mem::take(&mut self.fixups) {
-            let target = self.labels[label.0].expect("unbound label");
+            let target = self.labels[label.0]
+                .ok_or_else(|| bad(format!("jump at instruction {at} to an unbound label")))?;
             let off = target as i64 - at as i64 - 1;
-            let off = i16::try_from(off).expect("jump out of range");
+            let off = i16::try_from(off).map_err(|_| {
+                bad(format!(
+                    "jump at instruction {at} to {target} is out of range: offset {off} \
+                     does not fit in 16 bits"
+                ))
+            })?;
             let mut b = self.insns[at].to_le_bytes();
             b[2..4].copy_from_slice(&off.to_le_bytes());
             self.insns[at] = u64::from_le_bytes(b);
         }
-        self.insns
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.insns.len()
+        Ok(self.insns)
     }
 }
 
@@ -200,8 +215,47 @@ mod tests {
     fn labels_resolve() {
         let mut a = Asm::default();
         let l = a.label();
-        a.jeq_imm(R0, 0, l).mov_imm(R0, 1).bind(l).exit();
-        let p = a.finish();
+        a.jne_imm(R0, 0, l).mov_imm(R0, 1).bind(l).exit();
+        let p = a.finish().unwrap();
         assert_eq!(p[0].to_le_bytes()[2], 1, "skips one instruction");
+    }
+
+    /// A program whose first instruction jumps over `n` others.
+    fn jump_over(n: usize) -> Result<Vec<u64>> {
+        let mut a = Asm::default();
+        let l = a.label();
+        a.jne_imm(R0, 0, l);
+        for _ in 0..n {
+            a.mov_imm(R0, 0);
+        }
+        a.bind(l).exit();
+        a.finish()
+    }
+
+    #[test]
+    fn jump_out_of_range_is_an_error() {
+        // One instruction too far for the 16-bit offset.
+        let e = jump_over(i16::MAX as usize + 1).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument { reason, .. } if reason.contains("out of range")),
+            "{e}"
+        );
+        // The largest offset still resolves.
+        let first = jump_over(i16::MAX as usize).unwrap()[0].to_le_bytes();
+        assert_eq!(i16::from_le_bytes([first[2], first[3]]), i16::MAX);
+    }
+
+    #[test]
+    fn unbound_label_and_oversized_program_are_errors() {
+        let mut a = Asm::default();
+        let l = a.label();
+        a.jne_imm(R0, 0, l).exit();
+        assert!(matches!(a.finish(), Err(Error::InvalidArgument { .. })));
+        let mut a = Asm::default();
+        for _ in 0..MAX_INSNS {
+            a.mov_imm(R0, 0);
+        }
+        a.exit();
+        assert!(matches!(a.finish(), Err(Error::InvalidArgument { .. })));
     }
 }

@@ -15,7 +15,9 @@ use crate::sys::bpf;
 pub enum RecordSize {
     /// Every record has this many bytes.
     Fixed(usize),
-    /// Records cycle through these sizes, in order, per map.
+    /// Records cycle through these sizes, in order, per map: at most
+    /// [`ProducerConfig::MAX_MIXED_SIZES`] sizes, summing to at most
+    /// [`ProducerConfig::MAX_MIXED_TOTAL`] bytes.
     Mixed(Vec<usize>),
 }
 
@@ -66,9 +68,17 @@ impl Default for ProducerConfig {
 
 impl ProducerConfig {
     /// The largest record payload the generated program writes.
+    ///
+    /// The program writes each size with unrolled stores, about four
+    /// instructions per 8 bytes, and its jumps span one size at most: this
+    /// keeps them well inside the 16-bit jump offset (about 8,200 of 32,767).
     pub const MAX_RECORD: usize = 16384;
-    /// The largest sum of sizes in [`RecordSize::Mixed`].
+    /// The largest sum of sizes in [`RecordSize::Mixed`]. The program for the
+    /// largest mixed config has about 35,000 instructions, far below the
+    /// kernel's limit of 1,000,000.
     pub const MAX_MIXED_TOTAL: usize = 65536;
+    /// The most sizes in [`RecordSize::Mixed`].
+    pub const MAX_MIXED_SIZES: usize = 64;
 
     /// `Fixed(size)` records with the other settings at their defaults.
     pub fn fixed(size: usize) -> ProducerConfig {
@@ -115,9 +125,12 @@ impl ProducerConfig {
                 ));
             }
         }
-        if sizes.iter().sum::<usize>() > Self::MAX_MIXED_TOTAL || sizes.len() > 64 {
+        if sizes.iter().sum::<usize>() > Self::MAX_MIXED_TOTAL
+            || sizes.len() > Self::MAX_MIXED_SIZES
+        {
             return bad(format!(
-                "mixed sizes: at most 64 sizes summing to {}",
+                "mixed sizes: at most {} sizes summing to {}",
+                Self::MAX_MIXED_SIZES,
                 Self::MAX_MIXED_TOTAL
             ));
         }
@@ -213,7 +226,8 @@ impl KernelProducer {
     /// Loads the producer program for the ring buffer map `map`.
     ///
     /// Errors: [`Error::WrongMapType`] and friends for a map that is not a
-    /// ring buffer, [`Error::InvalidArgument`] for a bad config,
+    /// ring buffer, [`Error::InvalidArgument`] for a bad config (or, a bug, a
+    /// program the generator could not assemble),
     /// [`Error::PermissionDenied`] without `CAP_BPF`, [`Error::ProgramRejected`]
     /// with the verifier log if the kernel refuses the program.
     pub fn new(map: impl AsFd, config: ProducerConfig) -> Result<KernelProducer> {
@@ -227,7 +241,7 @@ impl KernelProducer {
             map.as_raw_fd(),
             stats.as_raw_fd(),
             counters.as_raw_fd(),
-        );
+        )?;
         let prog = bpf::prog_load(bpf::BPF_PROG_TYPE_SOCKET_FILTER, &insns, "rb_test_prod")?;
         Ok(KernelProducer {
             prog,
@@ -323,68 +337,82 @@ impl KernelProducer {
 
 /// Generates the producer program. Registers: r6 = ctx, then the sequence
 /// number; r7 = the reserved record; r8 = the counters; r9 = the stats slot.
-fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Vec<u64> {
+///
+/// Every jump stays local, so no config can need an offset wider than the
+/// instruction's 16 bits: the size dispatch is a chain (each size block starts
+/// with `if r1 != i goto next block`, a jump over one block at most), and each
+/// block has its own commit, discard, statistics and exit instead of jumping
+/// to a shared tail. The longest jump is over one block of
+/// [`ProducerConfig::MAX_RECORD`] bytes, about 8,200 instructions.
+fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Result<Vec<u64>> {
     let mut a = Asm::default();
-    let out = a.label();
-    let commit = a.label();
     let sizes = config.sizes();
 
     // r9 = &stats[ctx->mark]
     a.mov(R6, R1).ldx_w(R2, R6, 8).stx_w(R10, -4, R2);
-    a.ld_map_fd(R1, stats)
-        .mov(R2, R10)
-        .add_imm(R2, -4)
-        .call(FN_MAP_LOOKUP_ELEM);
-    a.jeq_imm(R0, 0, out).mov(R9, R0);
+    lookup_or_exit(&mut a, stats);
+    a.mov(R9, R0);
     // r8 = &counters[0]
     a.st_w(R10, -4, 0);
-    a.ld_map_fd(R1, counters)
-        .mov(R2, R10)
-        .add_imm(R2, -4)
-        .call(FN_MAP_LOOKUP_ELEM);
-    a.jeq_imm(R0, 0, out).mov(R8, R0);
+    lookup_or_exit(&mut a, counters);
+    a.mov(R8, R0);
 
-    let blocks: Vec<Label> = sizes.iter().map(|_| a.label()).collect();
+    // r1 = the index of this run's size
     if sizes.len() > 1 {
         a.mov_imm(R1, 1).atomic_fetch_add(R8, CTR_SIZE, R1);
         a.mod_imm(R1, sizes.len() as i32);
-        for (i, l) in blocks.iter().enumerate().skip(1) {
-            a.jeq_imm(R1, i as i32, *l);
-        }
     }
-    for (&size, &l) in sizes.iter().zip(&blocks) {
+    let flags = config.wakeup.flags();
+    let stat = |a: &mut Asm, slot: i16| {
+        a.mov_imm(R1, 1)
+            .atomic_add(R9, slot, R1)
+            .mov_imm(R0, 0)
+            .exit();
+    };
+    for (i, &size) in sizes.iter().enumerate() {
+        let next = a.label();
+        if i + 1 < sizes.len() {
+            a.jne_imm(R1, i as i32, next);
+        }
         let filled = a.label();
-        a.bind(l);
         a.ld_map_fd(R1, ring)
             .mov_imm(R2, size as i32)
             .mov_imm(R3, 0);
         a.call(FN_RINGBUF_RESERVE);
         a.jne_imm(R0, 0, filled);
-        a.mov_imm(R1, 1).atomic_add(R9, STAT_DROPPED, R1).ja(out);
+        stat(&mut a, STAT_DROPPED);
         a.bind(filled).mov(R7, R0);
         a.mov_imm(R1, 1)
             .atomic_fetch_add(R8, CTR_SEQ, R1)
             .mov(R6, R1);
         fill(&mut a, size);
-        a.ja(commit);
+        if let Some(k) = config.discard_every {
+            let submit = a.label();
+            a.mov(R2, R6)
+                .add_imm(R2, 1)
+                .mod_imm(R2, k as i32)
+                .jne_imm(R2, 0, submit);
+            a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_DISCARD);
+            stat(&mut a, STAT_DISCARDED);
+            a.bind(submit);
+        }
+        a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_SUBMIT);
+        stat(&mut a, STAT_SUBMITTED);
+        a.bind(next);
     }
-
-    let flags = config.wakeup.flags();
-    a.bind(commit);
-    if let Some(k) = config.discard_every {
-        let submit = a.label();
-        a.mov(R2, R6)
-            .add_imm(R2, 1)
-            .mod_imm(R2, k as i32)
-            .jne_imm(R2, 0, submit);
-        a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_DISCARD);
-        a.mov_imm(R1, 1).atomic_add(R9, STAT_DISCARDED, R1).ja(out);
-        a.bind(submit);
-    }
-    a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_SUBMIT);
-    a.mov_imm(R1, 1).atomic_add(R9, STAT_SUBMITTED, R1);
-    a.bind(out).mov_imm(R0, 0).exit();
     a.finish()
+}
+
+/// `r0 = bpf_map_lookup_elem(map, r10 - 4)`, returning 0 from the program if
+/// there is no such element.
+fn lookup_or_exit(a: &mut Asm, map: i32) {
+    let found = a.label();
+    a.ld_map_fd(R1, map)
+        .mov(R2, R10)
+        .add_imm(R2, -4)
+        .call(FN_MAP_LOOKUP_ELEM);
+    a.jne_imm(R0, 0, found).mov_imm(R0, 0).exit();
+    a.bind(found);
 }
 
 /// Writes the payload of `size` bytes for the sequence number in r6 to the
@@ -419,5 +447,43 @@ fn fill(a: &mut Asm, size: usize) {
             }
         }
     }
-    debug_assert!(a.len() < 1_000_000);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `validate`'s limits are ones the generator meets: the largest configs
+    /// it accepts assemble (every jump in range) and stay far below the
+    /// kernel's instruction limit.
+    #[test]
+    fn the_largest_accepted_configs_assemble() {
+        let max = ProducerConfig::MAX_RECORD;
+        let n = ProducerConfig::MAX_MIXED_SIZES;
+        // Sizes of 7 mod 8 need the most instructions per byte (byte stores).
+        let mut bytewise = vec![1031; n - 1];
+        bytewise.push(ProducerConfig::MAX_MIXED_TOTAL - 1031 * (n - 1));
+        assert_eq!(bytewise[n - 1] % 8, 7);
+        let mut longest = 0;
+        for size in [
+            RecordSize::Fixed(max),
+            RecordSize::Fixed(max - 1),
+            RecordSize::Mixed(vec![max; 4]),
+            RecordSize::Mixed(vec![max - 1, max - 3, max - 5, max - 7]),
+            RecordSize::Mixed(bytewise),
+            RecordSize::Mixed(vec![8; n]),
+        ] {
+            for discard_every in [None, Some(3)] {
+                let cfg = ProducerConfig {
+                    size: size.clone(),
+                    discard_every,
+                    ..ProducerConfig::default()
+                };
+                cfg.validate(1 << 20).unwrap();
+                let insns = program(&cfg, 3, 4, 5).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+                longest = longest.max(insns.len());
+            }
+        }
+        assert!(longest < MAX_INSNS / 20, "{longest} instructions");
+    }
 }
