@@ -76,17 +76,85 @@ pub enum Error {
         suggested: usize,
     },
 
-    /// A record header is inconsistent with the data produced: its length runs
-    /// past the producer position, or the positions themselves are impossible.
-    /// The reader stops before that record; nothing after it is returned.
-    #[error("corrupt ring at position {pos}: record of {len} bytes runs past the {available} bytes produced")]
+    /// A record header claims more bytes than the producer has produced
+    /// past it. The reader stops before that record; nothing after it is
+    /// returned, and every read reports it again.
+    #[error("corrupt record header at ring position {pos}: a record of {len} bytes runs past the {available} bytes produced")]
     Corrupt {
         /// Ring position of the bad header.
         pos: usize,
-        /// The length it claims (flag bits stripped), or the span it implies.
+        /// The payload length it claims (flag bits stripped).
         len: usize,
-        /// Bytes between that position and the producer position.
+        /// Ring bytes between that position and the producer position.
         available: usize,
+    },
+
+    /// The producer position is impossible seen from the consumer's: more
+    /// than the ring size ahead, behind it, or not 8-aligned. Nothing past
+    /// the consumer position is read.
+    #[error("impossible producer position {producer} seen from consumer position {consumer}: it must be 0 to {size} bytes ahead, in multiples of 8")]
+    CorruptProducerPosition {
+        /// The reader's position.
+        consumer: usize,
+        /// The producer position loaded from the ring.
+        producer: usize,
+        /// The ring's data size.
+        size: usize,
+    },
+
+    /// The consumer position published in the ring (by an earlier consumer)
+    /// is not 8-aligned, so no header can be read from it. The reader
+    /// refuses to start.
+    #[error(
+        "published consumer position {pos} is not 8-aligned: the ring's consumer page is corrupt"
+    )]
+    MisalignedConsumerPosition {
+        /// The position found.
+        pos: usize,
+    },
+
+    /// The map has a flag that changes the ring's protocol in a way this
+    /// reader does not support, such as `BPF_F_RB_OVERWRITE` (overwrite
+    /// mode, Linux 6.19+: the kernel rewrites records a zero-copy reader
+    /// would still be reading).
+    #[error("map flags {flags:#x} include {name} ({unsupported:#x}), which this reader does not support")]
+    UnsupportedMapFlags {
+        /// All of the map's `map_flags`.
+        flags: u32,
+        /// The flags that are not supported.
+        unsupported: u32,
+        /// The name of the first unsupported flag, or `"an unknown flag"`.
+        name: &'static str,
+    },
+
+    /// This process already has a live consumer of the map (a
+    /// [`Consumer`](crate::Consumer) or [`Reader`](crate::Reader) that has not
+    /// been dropped). Two consumers of one map would hand each other's
+    /// borrowed records back to the kernel. Dropping the first releases the
+    /// map; closing it does not (its records may still be borrowed).
+    #[error("this process already has a live consumer of {}", match map_id { Some(id) => format!("map {id}"), None => "this fake ring".to_string() })]
+    ConsumerExists {
+        /// The kernel's id of the map (`None` for a `testing::FakeRing`).
+        map_id: Option<u32>,
+    },
+
+    /// The map's descriptor was opened read-only (`BPF_F_RDONLY`, for
+    /// example by `BPF_OBJ_GET` with read-only file flags), so the consumer
+    /// page cannot be mapped writable. Open the map read-write.
+    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); a consumer must write the consumer position, so open the map read-write")]
+    ReadOnlyMap {
+        /// The system call that failed.
+        call: &'static str,
+        /// The underlying `EACCES`/`EPERM`.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A path the kernel cannot take: it contains a NUL byte.
+    #[error("invalid path {}: it contains a NUL byte", path.display())]
+    InvalidPath {
+        /// The path given.
+        path: PathBuf,
     },
 
     /// No pinned object exists at the path.
@@ -107,6 +175,7 @@ pub enum Error {
     },
 
     /// The verifier refused a BPF program (test producers only).
+    #[cfg(feature = "testing")]
     #[error("the BPF verifier rejected the program: {source}\n{log}")]
     ProgramRejected {
         /// The underlying error.
@@ -116,8 +185,8 @@ pub enum Error {
         log: String,
     },
 
-    /// An argument this crate cannot accept (for example a test producer
-    /// configuration).
+    /// An argument this crate cannot accept (a test producer configuration).
+    #[cfg(feature = "testing")]
     #[error("invalid {what}: {reason}")]
     InvalidArgument {
         /// What was invalid.
@@ -150,8 +219,10 @@ impl Error {
     pub fn os_error(&self) -> Option<&io::Error> {
         match self {
             Error::PermissionDenied { source, .. }
-            | Error::ProgramRejected { source, .. }
+            | Error::ReadOnlyMap { source, .. }
             | Error::Syscall { source, .. } => Some(source),
+            #[cfg(feature = "testing")]
+            Error::ProgramRejected { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -166,11 +237,21 @@ impl From<Error> for io::Error {
             | Error::NotAMap { .. }
             | Error::BadSize { .. }
             | Error::BadFd { .. }
-            | Error::InvalidArgument { .. } => io::ErrorKind::InvalidInput,
-            Error::Corrupt { .. } => io::ErrorKind::InvalidData,
+            | Error::UnsupportedMapFlags { .. }
+            | Error::InvalidPath { .. } => io::ErrorKind::InvalidInput,
+            #[cfg(feature = "testing")]
+            Error::InvalidArgument { .. } => io::ErrorKind::InvalidInput,
+            Error::Corrupt { .. }
+            | Error::CorruptProducerPosition { .. }
+            | Error::MisalignedConsumerPosition { .. } => io::ErrorKind::InvalidData,
+            Error::ConsumerExists { .. } => io::ErrorKind::AlreadyExists,
             Error::PinNotFound { .. } => io::ErrorKind::NotFound,
-            Error::PermissionDenied { .. } => io::ErrorKind::PermissionDenied,
-            Error::ProgramRejected { source, .. } | Error::Syscall { source, .. } => source.kind(),
+            Error::PermissionDenied { .. } | Error::ReadOnlyMap { .. } => {
+                io::ErrorKind::PermissionDenied
+            }
+            #[cfg(feature = "testing")]
+            Error::ProgramRejected { source, .. } => source.kind(),
+            Error::Syscall { source, .. } => source.kind(),
         };
         io::Error::new(kind, e)
     }

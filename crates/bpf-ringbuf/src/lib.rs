@@ -66,7 +66,12 @@
 //!   spin. Commit, then read again.
 //! * Records sent with `BPF_RB_NO_WAKEUP` wake nobody: read them with a
 //!   deadline ([`Reader::set_deadline`]; a deadline in the past means "read
-//!   what is there now") or a [`ReaderHandle::flush`].
+//!   what is there now"), a poll interval, or a [`ReaderHandle::flush`].
+//!   Once a record at the reader's position was committed without a wakeup,
+//!   the records after it wake nobody either, whatever their flags: the
+//!   kernel wakes only for a record at the *published* consumer position, and
+//!   the reader is now behind. Nothing wakes it until it reads (so a
+//!   producer that mixes flags needs the same deadline or interval).
 //! * A record that is reserved but not committed (BUSY) stops every reader:
 //!   records after it are not returned before it. Blocking reads back off
 //!   (spin, yield, then naps on epoll with the position published, so the
@@ -80,7 +85,27 @@
 //!
 //! It does not load or attach BPF programs (use aya or libbpf-rs for that and
 //! hand the map's descriptor to [`Reader::new`]), and it does not parse record
-//! payloads. `BPF_F_RB_OVERWRITE` rings (Linux 6.19+) are not supported yet.
+//! payloads. `BPF_F_RB_OVERWRITE` rings (Linux 6.19+) are refused with
+//! [`Error::UnsupportedMapFlags`]: a zero-copy reader cannot read them
+//! safely (their reader comes later). Only 64-bit targets are supported (the
+//! crate refuses to build for others).
+//!
+//! # The core and the blocking reader
+//!
+//! [`Consumer`] is the non-blocking core: a cursor over one ring and the
+//! map's descriptor. Event loops (epoll, mio, tokio) drive it and sleep on
+//! its descriptor after [`Consumer::prepare_wait`]. [`Reader`] wraps a
+//! `Consumer` with blocking reads, deadlines, a poll interval, and a
+//! [`ReaderHandle`] to flush or close it from another thread.
+//!
+//! # One error type
+//!
+//! Every call returns this crate's one [`Error`]. Read outcomes that are not
+//! failures (a passed deadline, a flush, a close, [`Error::CommitRequired`])
+//! are variants of it too, rather than a separate type: a read loop matches
+//! the two or three it expects and passes the rest up with `?`, and
+//! everything converts into `std::io::Error` the same way. The variants a
+//! read loop meets are listed on each read method.
 //!
 //! # Requirements
 //!
@@ -91,6 +116,8 @@
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
+mod claim;
+mod consumer;
 mod error;
 mod map;
 mod reader;
@@ -103,9 +130,11 @@ mod wait;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, StopReason};
 pub use error::{Error, Result};
 pub use map::RingBuf;
-pub use reader::{Batch, Budget, ConsumeStats, Reader, Record, StopReason};
+pub use reader::{Batch, Reader};
+pub use ring::abi;
 pub use wait::ReaderHandle;
 
 /// The runtime page size (`sysconf(_SC_PAGESIZE)`). Ring sizes are multiples of it.

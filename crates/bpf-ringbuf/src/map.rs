@@ -4,6 +4,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::ring::abi;
 use crate::sys::{self, bpf};
 
 /// A `BPF_MAP_TYPE_RINGBUF` map: created here, opened from a pin or an id, or
@@ -22,12 +23,14 @@ pub struct RingBuf {
     fd: OwnedFd,
     size: usize,
     id: u32,
+    flags: u32,
 }
 
 /// What the kernel says about a map, once checked.
 pub(crate) struct CheckedMap {
     pub size: usize,
     pub id: u32,
+    pub flags: u32,
 }
 
 /// Checks that `fd` is an open BPF map of type `expected`, with a valid size.
@@ -69,40 +72,55 @@ pub(crate) fn check_map(fd: BorrowedFd<'_>, expected: u32) -> Result<CheckedMap>
     }
     let size = info.max_entries as usize;
     check_size(size)?;
-    Ok(CheckedMap { size, id: info.id })
+    Ok(CheckedMap {
+        size,
+        id: info.id,
+        flags: info.map_flags,
+    })
 }
 
-/// A size the kernel accepts for a ring buffer: a power of two, a multiple of
-/// the page size, and representable as `max_entries` (a `u32`).
-fn check_size(size: usize) -> Result<()> {
+/// A size the kernel accepts for a ring buffer ([`abi::is_valid_ring_size`]).
+/// The fake ring checks its size here too.
+pub(crate) fn check_size(size: usize) -> Result<()> {
     let page = sys::page_size();
-    if size >= page && size.is_power_of_two() && size % page == 0 && size <= MAX_SIZE {
+    if abi::is_valid_ring_size(size, page) {
         return Ok(());
     }
     Err(Error::BadSize {
         size,
         page_size: page,
-        suggested: nearest_size(size),
+        suggested: abi::nearest_ring_size(size, page),
     })
 }
 
-/// The largest power of two that fits `max_entries` (`u32`).
-const MAX_SIZE: usize = 1 << 31;
+/// Map flags that do not change the ring's protocol: where the memory lives
+/// (`BPF_F_NUMA_NODE`) and who may access the map through syscalls or
+/// programs (read-only and write-only flags).
+const HARMLESS_FLAGS: u32 = bpf::BPF_F_NUMA_NODE
+    | bpf::BPF_F_RDONLY
+    | bpf::BPF_F_WRONLY
+    | bpf::BPF_F_RDONLY_PROG
+    | bpf::BPF_F_WRONLY_PROG;
 
-fn nearest_size(size: usize) -> usize {
-    let up = RingBuf::round_up_size(size);
-    let page = sys::page_size();
-    let down = if size <= page {
-        page
-    } else {
-        let p = 1usize << (usize::BITS - 1 - size.leading_zeros());
-        p.clamp(page, MAX_SIZE)
-    };
-    if size.abs_diff(down) < size.abs_diff(up) {
-        down
-    } else {
-        up
+/// Refuses, for a zero-copy consumer, a ring whose `map_flags` (from
+/// `bpf_map_info`) include any flag it does not understand: overwrite mode
+/// (`BPF_F_RB_OVERWRITE`) rewrites records while they are borrowed, and an
+/// unknown future flag may change the protocol just as much.
+pub(crate) fn check_consumer_flags(flags: u32) -> Result<()> {
+    let unsupported = flags & !HARMLESS_FLAGS;
+    if unsupported == 0 {
+        return Ok(());
     }
+    let name = if unsupported & bpf::BPF_F_RB_OVERWRITE != 0 {
+        "BPF_F_RB_OVERWRITE (overwrite mode)"
+    } else {
+        "an unknown flag"
+    };
+    Err(Error::UnsupportedMapFlags {
+        flags,
+        unsupported,
+        name,
+    })
 }
 
 impl RingBuf {
@@ -141,11 +159,7 @@ impl RingBuf {
     /// assert_eq!(RingBuf::round_up_size(1 << 20), 1 << 20);
     /// ```
     pub fn round_up_size(requested: usize) -> usize {
-        requested
-            .max(sys::page_size())
-            .checked_next_power_of_two()
-            .unwrap_or(MAX_SIZE)
-            .min(MAX_SIZE)
+        abi::round_up_ring_size(requested, sys::page_size())
     }
 
     /// `bpf(BPF_OBJ_GET)`: opens a ring buffer pinned at `path` in a bpffs.
@@ -153,7 +167,7 @@ impl RingBuf {
     /// A missing pin is [`Error::PinNotFound`].
     pub fn open_pinned(path: impl AsRef<Path>) -> Result<RingBuf> {
         let path = path.as_ref();
-        let fd = bpf::obj_get(path).map_err(|e| match e {
+        let fd = bpf::obj_get(path, 0).map_err(|e| match e {
             Error::Syscall { ref source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
                 Error::PinNotFound {
                     path: path.to_path_buf(),
@@ -166,7 +180,7 @@ impl RingBuf {
 
     /// `bpf(BPF_MAP_GET_FD_BY_ID)`: opens a ring buffer by its map id.
     pub fn from_id(id: u32) -> Result<RingBuf> {
-        RingBuf::from_fd(bpf::map_get_fd_by_id(id)?)
+        RingBuf::from_fd(bpf::map_get_fd_by_id(id, 0)?)
     }
 
     /// Adopts a descriptor, checking that it is a `BPF_MAP_TYPE_RINGBUF` map
@@ -177,6 +191,7 @@ impl RingBuf {
             fd,
             size: m.size,
             id: m.id,
+            flags: m.flags,
         })
     }
 
@@ -194,6 +209,13 @@ impl RingBuf {
     /// The kernel's id for this map.
     pub fn id(&self) -> u32 {
         self.id
+    }
+
+    /// The map's `map_flags`, as the kernel reports them. A [`Consumer`](crate::Consumer)
+    /// refuses flags that change the protocol, such as `BPF_F_RB_OVERWRITE`
+    /// (bit 19).
+    pub fn map_flags(&self) -> u32 {
+        self.flags
     }
 }
 
@@ -220,14 +242,36 @@ mod tests {
         assert!(check_size(64 * page).is_ok());
         for bad in [0, 8, page - 8, page + 8, 3 * page, usize::MAX] {
             assert!(
-                matches!(check_size(bad), Err(Error::BadSize { .. })),
+                matches!(check_size(bad), Err(Error::BadSize { suggested, .. })
+                    if suggested == abi::nearest_ring_size(bad, page)),
                 "{bad}"
             );
         }
-        assert_eq!(nearest_size(0), page);
-        assert_eq!(nearest_size(3 * page), 4 * page);
-        assert_eq!(nearest_size(5 * page), 4 * page);
-        assert_eq!(nearest_size(usize::MAX), MAX_SIZE);
-        assert_eq!(RingBuf::round_up_size(usize::MAX), MAX_SIZE);
+        assert_eq!(RingBuf::round_up_size(usize::MAX), abi::MAX_RING_SIZE);
+    }
+
+    /// The decision on a synthetic `bpf_map_info.map_flags`: this kernel
+    /// (6.18) refuses to create an overwrite-mode ring, so no real map can
+    /// show the flag here.
+    #[test]
+    fn consumer_flags() {
+        for ok in [
+            0,
+            bpf::BPF_F_NUMA_NODE,
+            bpf::BPF_F_RDONLY_PROG | bpf::BPF_F_WRONLY,
+        ] {
+            assert!(check_consumer_flags(ok).is_ok(), "{ok:#x}");
+        }
+        let ow = bpf::BPF_F_RB_OVERWRITE | bpf::BPF_F_NUMA_NODE;
+        assert!(matches!(
+            check_consumer_flags(ow),
+            Err(Error::UnsupportedMapFlags { flags, unsupported, name })
+                if flags == ow && unsupported == 1 << 19 && name.contains("BPF_F_RB_OVERWRITE")
+        ));
+        assert!(matches!(
+            check_consumer_flags(1 << 25),
+            Err(Error::UnsupportedMapFlags { unsupported, name: "an unknown flag", .. })
+                if unsupported == 1 << 25
+        ));
     }
 }

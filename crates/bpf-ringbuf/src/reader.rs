@@ -1,94 +1,18 @@
 //! [`Reader`]: the safe consumer API.
 
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::consumer::{Budget, ConsumeStats, Consumer, Readiness, Record};
 use crate::error::{Error, Result};
-use crate::map::check_map;
-use crate::ring::consumer::{Consumer, CorruptAt, DrainEnd, Step};
+use crate::ring::cursor::{Corruption, Step};
 use crate::ring::Peek;
-use crate::sys::{self, bpf, mmap::Mmap};
 use crate::wait::{self, ReaderHandle, Shared, Waiter};
 
-/// A record copied out of the ring by [`Reader::read`] or [`Reader::read_into`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Record {
-    /// The payload. [`Reader::read_into`] reuses this allocation.
-    pub data: Vec<u8>,
-    /// Ring bytes (headers and padding included) between the end of this
-    /// record and the producer position seen when it was read: what was left
-    /// to read at that moment, as in cilium/ebpf.
-    pub remaining: usize,
-}
-
-/// Limits for one [`Reader::consume_with_budget`] call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    /// Deliver at most this many records.
-    pub max_records: usize,
-    /// Stop once at least this many payload bytes have been delivered (the
-    /// record that crosses the limit is delivered whole).
-    pub max_bytes: usize,
-}
-
-impl Budget {
-    /// No limit beyond the producer position seen when the call started.
-    pub const UNLIMITED: Budget = Budget {
-        max_records: usize::MAX,
-        max_bytes: usize::MAX,
-    };
-
-    /// At most `n` records.
-    pub const fn records(n: usize) -> Budget {
-        Budget {
-            max_records: n,
-            max_bytes: usize::MAX,
-        }
-    }
-
-    /// At least `n` payload bytes, then stop.
-    pub const fn bytes(n: usize) -> Budget {
-        Budget {
-            max_records: usize::MAX,
-            max_bytes: n,
-        }
-    }
-}
-
-impl Default for Budget {
-    fn default() -> Budget {
-        Budget::UNLIMITED
-    }
-}
-
-/// Why a [`Reader::consume`] call stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum StopReason {
-    /// Every record up to the producer position seen at the start was read.
-    Empty,
-    /// The [`Budget`] was used up.
-    Budget,
-    /// The callback returned [`ControlFlow::Break`]; that record counts as consumed.
-    Callback,
-    /// The next record is reserved but not yet committed by its producer.
-    Busy,
-}
-
-/// What one [`Reader::consume`] call did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConsumeStats {
-    /// Records delivered to the callback (discarded records are not counted).
-    pub records: usize,
-    /// Payload bytes delivered.
-    pub bytes: usize,
-    /// Why it stopped.
-    pub stop: StopReason,
-}
-
-/// A consumer of a `BPF_MAP_TYPE_RINGBUF` map.
+/// A blocking consumer of a `BPF_MAP_TYPE_RINGBUF` map: a [`Consumer`] with
+/// deadlines, flush and close, and a choice of how to wait.
 ///
 /// Three ways to read, all skipping discarded records and all stopping at a
 /// record that is reserved but not yet committed:
@@ -108,8 +32,10 @@ pub struct ConsumeStats {
 /// Every `&mut self` method first commits the zero-copy reads still
 /// outstanding: they count as consumed. Dropping the reader does not.
 ///
-/// One reader per ring: two consumers of one map would hand each other's
-/// records back to the kernel.
+/// One consumer per map: a second live `Reader` or [`Consumer`] of the same
+/// map in this process is refused with [`Error::ConsumerExists`] until the
+/// first is dropped (closing it is not enough). Another process consuming
+/// the same map cannot be detected; see [`Consumer`].
 ///
 /// ```no_run
 /// # fn main() -> bpf_ringbuf::Result<()> {
@@ -132,61 +58,48 @@ pub struct ConsumeStats {
 /// ```
 #[derive(Debug)]
 pub struct Reader {
-    /// The cursor over the ring, owning its mappings. Declared before `fd`,
-    /// so the memory is unmapped before the descriptor closes.
-    cur: Consumer,
+    /// The non-blocking core: cursor, mappings, descriptor and claim.
+    core: Consumer,
     deadline: Option<Instant>,
     /// Poll-interval mode: sleep this long instead of asking for a wakeup.
     poll_interval: Option<Duration>,
     shared: Arc<Shared>,
+    /// Watches the core's descriptor and the eventfd of flush and close.
     waiter: Waiter,
-    /// The ring's descriptor (the map, or a fake ring's eventfd), watched by `waiter`.
-    fd: OwnedFd,
 }
 
 impl Reader {
     /// Opens a reader on a ring buffer map: a [`RingBuf`](crate::RingBuf), or
     /// any `AsFd` that is one (an aya or libbpf-rs map, a raw `OwnedFd`).
-    ///
-    /// The descriptor is duplicated, so the reader outlives the caller's
-    /// handle. The consumer page is mapped read-write, the rest read-only. The
-    /// reader starts at the kernel's current consumer position, so a reader on
-    /// a reopened pinned ring continues where the last one committed.
-    ///
-    /// Errors: [`Error::WrongMapType`] for any other map type (including
-    /// `USER_RINGBUF`), [`Error::NotAMap`], [`Error::BadFd`], or the failing call.
+    /// See [`Consumer::new`] for what is mapped and the errors.
     pub fn new(map: impl AsFd) -> Result<Reader> {
-        let borrowed = map.as_fd();
-        let checked = check_map(borrowed, bpf::BPF_MAP_TYPE_RINGBUF)?;
-        let fd = sys::dup(borrowed)?;
-        let size = checked.size;
-        let page = sys::page_size();
-        let consumer = Mmap::map("mmap(consumer page)", fd.as_fd(), page, 0, true)?;
-        let producer = Mmap::map(
-            "mmap(producer page and data)",
-            fd.as_fd(),
-            page + 2 * size,
-            page,
-            false,
-        )?;
-        let cur =
-            Consumer::from_kernel_mappings(consumer, producer, page, size).map_err(misaligned)?;
-        Reader::from_consumer(cur, fd)
+        Reader::from_consumer(Consumer::new(map)?)
     }
 
-    /// Builds a reader over a cursor, sleeping on `fd` (readable when the
-    /// ring has data).
-    pub(crate) fn from_consumer(cur: Consumer, fd: OwnedFd) -> Result<Reader> {
+    /// Wraps a [`Consumer`] with blocking reads: one epoll instance and one
+    /// eventfd (for flush and close) of its own.
+    pub fn from_consumer(core: Consumer) -> Result<Reader> {
         let shared = Shared::new()?;
-        let waiter = Waiter::new(fd.as_fd(), &shared)?;
+        let waiter = Waiter::new(core.as_fd(), &shared)?;
         Ok(Reader {
-            cur,
+            core,
             deadline: None,
             poll_interval: None,
             shared,
             waiter,
-            fd,
         })
+    }
+
+    /// The non-blocking core, for positions and `try_` reads.
+    pub fn consumer(&self) -> &Consumer {
+        &self.core
+    }
+
+    /// Unwraps the core, committing outstanding zero-copy reads first. The
+    /// claim on the map moves with it.
+    pub fn into_consumer(mut self) -> Consumer {
+        self.core.commit();
+        self.core
     }
 
     // ---- zero-copy -------------------------------------------------------
@@ -223,7 +136,7 @@ impl Reader {
             if self.shared.is_closed() {
                 return Err(Error::Closed);
             }
-            match self.cur.step() {
+            match self.core.cursor().step() {
                 Step::Record(rec) => return Ok(rec),
                 Step::End => self.refill()?,
                 stalled => self.stalled(stalled)?,
@@ -242,20 +155,7 @@ impl Reader {
         if self.shared.is_closed() {
             return Err(Error::Closed);
         }
-        let mut reloaded = false;
-        loop {
-            match self.cur.step() {
-                Step::Record(rec) => return Ok(Some(rec)),
-                Step::End if !reloaded => {
-                    reloaded = true;
-                    if !self.cur.reload()? {
-                        return Ok(None);
-                    }
-                }
-                Step::End | Step::Busy => return Ok(None),
-                Step::Corrupt(c) => return Err(c.into()),
-            }
-        }
+        self.core.try_read_zero_copy()
     }
 
     /// Publishes the local cursor: every record returned by
@@ -263,7 +163,7 @@ impl Reader {
     /// kernel. One release store, and none if nothing was read.
     #[inline]
     pub fn commit(&mut self) {
-        self.cur.publish();
+        self.core.cursor_mut().publish();
     }
 
     /// Waits until a record is available to read now (or a discarded one to
@@ -271,18 +171,18 @@ impl Reader {
     /// zero-copy reads first. Pair it with [`consume`](Self::consume) or
     /// [`batch`](Self::batch).
     pub fn wait(&mut self) -> Result<()> {
-        self.cur.publish();
+        self.core.cursor_mut().publish();
         loop {
             if self.shared.is_closed() {
                 return Err(Error::Closed);
             }
-            match self.cur.head() {
+            match self.core.cursor().head() {
                 None => self.refill()?,
                 Some(Peek::Record { .. } | Peek::Discard { .. }) => return Ok(()),
                 Some(Peek::Busy) => self.stalled(Step::Busy)?,
                 Some(Peek::Corrupt { len, available }) => {
-                    return Err(CorruptAt {
-                        pos: self.cur.pos(),
+                    return Err(Corruption::Header {
+                        pos: self.core.cursor().pos(),
                         len,
                         available,
                     }
@@ -311,16 +211,19 @@ impl Reader {
         Ok(Batch { reader: self })
     }
 
-    /// Publishes the consumer position and re-checks the ring with the fence
-    /// described in the crate docs. Returns `true` when the ring is empty and
-    /// it is safe to sleep on [`AsFd`] (the kernel will wake you); `false`
-    /// when there is something to read (or a record in progress).
+    /// [`Consumer::prepare_wait`], for an external event loop that drives
+    /// this reader with [`try_read_zero_copy`](Self::try_read_zero_copy) or
+    /// [`consume`](Self::consume): publishes, fences, and says whether it is
+    /// safe to sleep on [`AsFd`]. Returns [`Error::Closed`] after close.
     ///
-    /// For external event loops (epoll, mio, tokio) that drive
-    /// [`try_read_zero_copy`](Self::try_read_zero_copy) or [`consume`](Self::consume)
-    /// themselves. Required before every sleep, edge- or level-triggered.
-    pub fn prepare_wait(&mut self) -> bool {
-        self.cur.publish_and_check_empty()
+    /// An external loop sleeping on the ring's descriptor does not learn of
+    /// [`ReaderHandle::close`] or `flush`; such loops are better built on a
+    /// [`Consumer`] with a shutdown signal of their own.
+    pub fn prepare_wait(&mut self) -> Result<Readiness> {
+        if self.shared.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.core.prepare_wait()
     }
 
     // ---- callback drain -----------------------------------------------------
@@ -362,23 +265,11 @@ impl Reader {
     where
         F: FnMut(&[u8]) -> ControlFlow<()>,
     {
-        self.cur.publish();
         if self.shared.is_closed() {
+            self.core.commit();
             return Err(Error::Closed);
         }
-        let (records, bytes, end) = self.cur.drain(budget.max_records, budget.max_bytes, f);
-        let stop = match end {
-            DrainEnd::Empty => StopReason::Empty,
-            DrainEnd::Budget => StopReason::Budget,
-            DrainEnd::Callback => StopReason::Callback,
-            DrainEnd::Busy => StopReason::Busy,
-            DrainEnd::Corrupt(c) => return Err(c.into()),
-        };
-        Ok(ConsumeStats {
-            records,
-            bytes,
-            stop,
-        })
+        self.core.consume_with_budget(budget, f)
     }
 
     // ---- copying ------------------------------------------------------------
@@ -399,15 +290,15 @@ impl Reader {
         // Outstanding zero-copy reads are published here (only if there are
         // any: a load and a predictable branch), then by `copy_next` past each
         // record it copies.
-        self.cur.publish_if_lent();
+        self.core.cursor_mut().publish_if_lent();
         loop {
             if self.shared.is_closed() {
-                self.cur.publish();
+                self.core.cursor_mut().publish();
                 return Err(Error::Closed);
             }
-            match self.cur.copy_next(&mut rec.data) {
+            match self.core.cursor_mut().copy_next(&mut rec.data) {
                 Step::Record(_) => {
-                    rec.remaining = self.cur.known_remaining();
+                    rec.remaining = self.core.cursor().known_remaining();
                     return Ok(());
                 }
                 Step::End => self.refill()?,
@@ -424,7 +315,7 @@ impl Reader {
     ///
     /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.cur.publish();
+        self.core.cursor_mut().publish();
         self.deadline = deadline;
     }
 
@@ -453,7 +344,7 @@ impl Reader {
     ///
     /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
     pub fn set_poll_interval(&mut self, interval: Option<Duration>) {
-        self.cur.publish();
+        self.core.cursor_mut().publish();
         self.poll_interval = interval;
     }
 
@@ -476,30 +367,29 @@ impl Reader {
 
     /// The ring's data size in bytes.
     pub fn buffer_size(&self) -> usize {
-        self.cur.raw().size()
+        self.core.buffer_size()
     }
 
     /// Bytes the kernel still holds as unconsumed: the producer position minus
     /// the *published* consumer position (headers and padding included).
     pub fn available_bytes(&self) -> usize {
-        let cons = self.cur.raw().load_consumer();
-        self.cur.raw().load_producer().wrapping_sub(cons)
+        self.core.available_bytes()
     }
 
     /// The consumer position as published to the kernel.
     pub fn consumer_position(&self) -> usize {
-        self.cur.raw().load_consumer()
+        self.core.consumer_position()
     }
 
     /// The producer position now.
     pub fn producer_position(&self) -> usize {
-        self.cur.raw().load_producer()
+        self.core.producer_position()
     }
 
     /// The local read cursor: ahead of [`consumer_position`](Self::consumer_position)
     /// by the zero-copy records not yet committed.
     pub fn read_position(&self) -> usize {
-        self.cur.pos()
+        self.core.read_position()
     }
 
     // ---- internals ------------------------------------------------------------
@@ -510,24 +400,25 @@ impl Reader {
     #[inline(never)]
     fn refill(&self) -> Result<()> {
         loop {
-            if self.cur.reload()? {
+            if self.core.cursor().reload()? {
                 return Ok(());
             }
             // Hand skipped discards back before returning an error, unless a
             // slice is lent (then `commit` will).
-            self.cur.publish_unlent();
+            self.core.cursor().publish_unlent();
             wait::check_stop(&self.shared, self.deadline)?;
             // Publish (past skipped discards, or the same value again: either
             // way it must be ordered before the re-check), fence, re-check:
             // see `ring` for why.
-            match self.cur.publish_unlent_and_check_empty() {
+            match self.core.cursor().publish_unlent_and_check_empty() {
                 None => return Err(Error::CommitRequired),
                 Some(false) => continue,
                 Some(true) => match self.poll_interval {
                     None => self.waiter.sleep(&self.shared, self.deadline)?,
                     Some(interval) => {
-                        let until = Instant::now() + interval;
-                        let until = self.deadline.map_or(until, |d| d.min(until));
+                        // An interval too long to add to now (Duration::MAX)
+                        // means: until the deadline, a flush or a close.
+                        let until = earliest(Instant::now().checked_add(interval), self.deadline);
                         self.waiter.nap(&self.shared, until)?;
                     }
                 },
@@ -552,34 +443,34 @@ impl Reader {
         loop {
             wait::check_stop(&self.shared, self.deadline)?;
             if let Some(nap) = wait::busy_backoff(&mut step) {
-                if !self.cur.publish_unlent_and_check_busy() {
+                if !self.core.cursor().publish_unlent_and_check_busy() {
                     return Ok(());
                 }
-                let until = Instant::now() + nap;
-                let until = self.deadline.map_or(until, |d| d.min(until));
-                self.waiter.sleep(&self.shared, Some(until))?;
+                let until = earliest(Instant::now().checked_add(nap), self.deadline);
+                self.waiter.sleep(&self.shared, until)?;
             }
-            if !matches!(self.cur.head(), Some(Peek::Busy)) {
+            if !matches!(self.core.cursor().head(), Some(Peek::Busy)) {
                 return Ok(());
             }
         }
     }
 }
 
-fn misaligned(pos: usize) -> Error {
-    CorruptAt {
-        pos,
-        len: 0,
-        available: 0,
+/// The earlier of two optional instants (`None` is "never").
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
     }
-    .into()
 }
 
 impl AsFd for Reader {
-    /// The ring's descriptor: readable (level-triggered) while the producer
-    /// position differs from the published consumer position.
+    /// The ring's descriptor ([`Consumer`]'s): readable (level-triggered)
+    /// while the producer position differs from the published consumer
+    /// position.
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.core.as_fd()
     }
 }
 
@@ -598,7 +489,7 @@ impl Batch<'_> {
     /// The next record of the batch, or `None` at its end.
     #[inline]
     pub fn next_record(&self) -> Option<&[u8]> {
-        match self.reader.cur.step() {
+        match self.reader.core.cursor().step() {
             Step::Record(rec) => Some(rec),
             _ => None,
         }
@@ -616,6 +507,6 @@ impl<'b> Iterator for &'b Batch<'_> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
-        self.reader.cur.publish();
+        self.reader.core.cursor_mut().publish();
     }
 }

@@ -139,8 +139,8 @@ impl Waiter {
     /// Sleeps until `until` (or a flush or close), without asking the kernel
     /// for a wakeup: the ring's descriptor is not watched. For the reader's
     /// poll-interval mode.
-    pub(crate) fn nap(&self, shared: &Shared, until: Instant) -> Result<()> {
-        let timeout = until.saturating_duration_since(Instant::now());
+    pub(crate) fn nap(&self, shared: &Shared, until: Option<Instant>) -> Result<()> {
+        let timeout = until.map(|u| u.saturating_duration_since(Instant::now()));
         if shared.event.wait_readable(timeout)? {
             shared.event.drain();
         }

@@ -35,11 +35,11 @@ fn sizes_are_checked() {
 
 #[test]
 fn kernel_layout_data_pages_mapped_twice() {
-    let ring = FakeRing::new(page_size()).unwrap();
+    let mut ring = FakeRing::new(page_size()).unwrap();
     let size = ring.size();
     // A write near the end continues into the second copy, which is the start.
     let bytes: Vec<u8> = (0..16).collect();
-    ring.write_data(size - 8, &bytes);
+    ring.write_data(size - 8, &bytes).unwrap();
     let mut start = [0u8; 8];
     ring.read_data(0, &mut start);
     assert_eq!(start, bytes[8..]);
@@ -256,10 +256,10 @@ fn new_reader_starts_at_published_position() {
 
 #[test]
 fn positions_wrap_around_usize() {
-    let ring = FakeRing::new(page_size()).unwrap();
+    let mut ring = FakeRing::new(page_size()).unwrap();
     let start = usize::MAX - 63; // 8-aligned, 64 bytes before the wrap
-    ring.set_producer_position(start);
-    ring.set_consumer_position(start);
+    ring.set_producer_position(start).unwrap();
+    ring.set_consumer_position(start).unwrap();
     let mut reader = ring.reader().unwrap();
     now_deadline(&mut reader);
     for seq in 0..20 {
@@ -282,10 +282,10 @@ fn corrupt_headers_are_errors() {
         (DISCARD | 100, 100),                 // a discard running past the data
     ];
     for (word, len) in cases {
-        let ring = FakeRing::new(page).unwrap();
+        let mut ring = FakeRing::new(page).unwrap();
         let pos = ring.output(&record(0, 16), Wakeup::Default).unwrap();
         ring.output(&record(1, 16), Wakeup::Default).unwrap();
-        ring.set_header(pos + 24, word);
+        ring.set_header(pos + 24, word).unwrap();
         let mut r = ring.reader().unwrap();
         now_deadline(&mut r);
         assert_eq!(check_payload(&r.read().unwrap().data), Ok(0));
@@ -307,43 +307,60 @@ fn corrupt_headers_are_errors() {
 
 #[test]
 fn corrupt_positions_are_errors() {
-    let ring = FakeRing::new(page_size()).unwrap();
+    let mut ring = FakeRing::new(page_size()).unwrap();
     let size = ring.size();
     // More outstanding than the ring holds.
-    ring.set_producer_position(size + 8);
+    ring.set_producer_position(size + 8).unwrap();
     let mut r = ring.reader().unwrap();
     now_deadline(&mut r);
-    assert!(matches!(r.read(), Err(Error::Corrupt { pos: 0, .. })));
+    assert!(matches!(
+        r.read(),
+        Err(Error::CorruptProducerPosition { consumer: 0, producer, size: s })
+            if producer == size + 8 && s == size
+    ));
+    drop(r);
     // Producer behind the consumer.
-    ring.set_consumer_position(64);
-    ring.set_producer_position(32);
+    ring.set_consumer_position(64).unwrap();
+    ring.set_producer_position(32).unwrap();
     let mut r = ring.reader().unwrap();
     now_deadline(&mut r);
     assert!(matches!(
         r.read_zero_copy(),
-        Err(Error::Corrupt { pos: 64, .. })
+        Err(Error::CorruptProducerPosition {
+            consumer: 64,
+            producer: 32,
+            ..
+        })
     ));
     assert!(matches!(
         r.consume(|_| ControlFlow::Continue(())),
-        Err(Error::Corrupt { .. })
+        Err(Error::CorruptProducerPosition { .. })
     ));
+    drop(r);
     // Misaligned producer position.
-    ring.set_consumer_position(0);
-    ring.set_producer_position(12);
+    ring.set_consumer_position(0).unwrap();
+    ring.set_producer_position(12).unwrap();
     let mut r = ring.reader().unwrap();
     now_deadline(&mut r);
-    assert!(matches!(r.read(), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        r.read(),
+        Err(Error::CorruptProducerPosition { producer: 12, .. })
+    ));
+    drop(r);
     // Misaligned consumer position: the reader refuses to start.
-    ring.set_consumer_position(4);
-    assert!(matches!(ring.reader(), Err(Error::Corrupt { pos: 4, .. })));
+    ring.set_consumer_position(4).unwrap();
+    assert!(matches!(
+        ring.reader(),
+        Err(Error::MisalignedConsumerPosition { pos: 4 })
+    ));
 }
 
 /// `wait()` and `batch()` must report a corrupt head record, not loop on it.
 #[test]
 fn wait_and_batch_report_corrupt_head() {
-    let ring = FakeRing::new(page_size()).unwrap();
+    let mut ring = FakeRing::new(page_size()).unwrap();
     let pos = ring.output(&record(0, 16), Wakeup::Default).unwrap();
-    ring.set_header(pos, 200); // runs past the 24 bytes produced
+    ring.set_header(pos, 200).unwrap(); // runs past the 24 bytes produced
     let mut r = ring.reader().unwrap();
     now_deadline(&mut r);
     let (tx, rx) = std::sync::mpsc::channel();
@@ -401,7 +418,13 @@ fn reads_after_close_and_deadline_in_the_past() {
         r.consume(|_| ControlFlow::Continue(())),
         Err(Error::Closed)
     ));
-    // The record is still in the ring for a new reader.
+    // Closing does not release the ring (its slices may still be alive);
+    // dropping does. The record is still in the ring for the new reader.
+    assert!(matches!(
+        ring.reader(),
+        Err(Error::ConsumerExists { map_id: None })
+    ));
+    drop(r);
     let mut r2 = ring.reader().unwrap();
     now_deadline(&mut r2);
     assert_eq!(r2.read().unwrap().data, b"two");

@@ -381,7 +381,13 @@ fn close_from_another_thread_while_blocked() {
         Err(Error::Closed)
     ));
     assert!(matches!(reader.wait(), Err(Error::Closed)));
-    // The map is untouched: a new reader reads them.
+    // Closed is not released: a second reader of the map is refused until
+    // the first is dropped. The map is untouched: the new reader reads them.
+    assert!(matches!(
+        Reader::new(&ring),
+        Err(Error::ConsumerExists { map_id: Some(id) }) if id == ring.id()
+    ));
+    drop(reader);
     let mut other = Reader::new(&ring).unwrap();
     assert_eq!(check_payload(&other.read().unwrap().data).unwrap(), 0);
 }

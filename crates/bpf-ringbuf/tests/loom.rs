@@ -25,11 +25,16 @@ mod sync {
     pub(crate) use loom::sync::atomic::{fence, AtomicU32, AtomicUsize, Ordering};
 }
 
+/// The header format, as the crate declares it.
+#[path = "../src/ring/abi.rs"]
+#[expect(dead_code, reason = "the model uses only the flag bits")]
+mod abi;
 #[path = "../src/ring/wakeup.rs"]
 mod wakeup;
 
+use abi::{BUSY_BIT, DISCARD_BIT};
 use sync::{AtomicU32, AtomicUsize, Ordering};
-use wakeup::{commit_needs_wakeup, publish_and_check_empty, BUSY_BIT, DISCARD_BIT};
+use wakeup::{commit_needs_wakeup, publish_and_check_empty};
 
 const STRIDE: usize = 16;
 const LEN: u32 = 8;

@@ -135,10 +135,10 @@ fn past(reader: &mut Reader) {
 }
 
 fn run(size_pages: usize, start: usize, ops: Vec<Op>) {
-    let ring = FakeRing::new(size_pages * page_size()).unwrap();
+    let mut ring = FakeRing::new(size_pages * page_size()).unwrap();
     let size = ring.size();
-    ring.set_producer_position(start);
-    ring.set_consumer_position(start);
+    ring.set_producer_position(start).unwrap();
+    ring.set_consumer_position(start).unwrap();
     let mut reader = ring.reader().unwrap();
     past(&mut reader);
     let mut model = Model {
@@ -361,7 +361,7 @@ proptest! {
         ],
         mode in 0u8..5,
     ) {
-        let ring = FakeRing::new(page_size()).unwrap();
+        let mut ring = FakeRing::new(page_size()).unwrap();
         let mut positions = vec![];
         for (seq, &len) in lens.iter().enumerate() {
             match ring.output(&payload(seq as u64, len), Wakeup::Default) {
@@ -371,7 +371,7 @@ proptest! {
         }
         prop_assume!(!positions.is_empty());
         let victim = victim % positions.len();
-        ring.set_header(positions[victim].0, word);
+        ring.set_header(positions[victim].0, word).unwrap();
         let mut reader = ring.reader().unwrap();
         past(&mut reader);
         let mut records: Vec<Vec<u8>> = vec![];

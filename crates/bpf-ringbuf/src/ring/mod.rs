@@ -69,19 +69,17 @@
 //! in `tests/loom.rs` checks. Level-triggered epoll hides the bug often, but
 //! edge-triggered epoll (tokio, mio) hangs without the fence.
 
-pub(crate) mod consumer;
-#[cfg(feature = "testing")]
-pub(crate) mod fake;
+pub mod abi;
+pub(crate) mod cursor;
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod producer;
 pub(crate) mod sync;
 pub(crate) mod wakeup;
 
 use std::ptr::NonNull;
 
-use sync::{AtomicU32, AtomicUsize, Ordering};
-use wakeup::{BUSY_BIT, DISCARD_BIT};
-
-/// Size of the record header.
-pub(crate) const HDR_SZ: usize = 8;
+use abi::{header_len, record_stride, BUSY_BIT, DISCARD_BIT, HEADER_SIZE as HDR_SZ};
+use sync::{fence, AtomicU32, AtomicUsize, Ordering};
 
 /// What sits at a ring position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +128,58 @@ impl RawRing {
         }
     }
 
+    /// A ring over the kernel's two mappings of a `BPF_MAP_TYPE_RINGBUF` (or
+    /// `USER_RINGBUF`) map of `size` data bytes: `consumer`, the consumer page
+    /// (file offset 0), and `producer`, the producer page followed by the data
+    /// pages mapped twice (file offset one page, `page + 2 * size` bytes).
+    ///
+    /// # Safety
+    ///
+    /// The mappings are of such a map, with that size, and outlive every use
+    /// of the result (and of its copies).
+    pub(crate) unsafe fn from_kernel(
+        consumer: &crate::sys::mmap::Mmap,
+        producer: &crate::sys::mmap::Mmap,
+        page: usize,
+        size: usize,
+    ) -> RawRing {
+        assert!(abi::is_valid_ring_size(size, page));
+        assert!(consumer.len() >= std::mem::size_of::<usize>());
+        assert_eq!(producer.len(), page + 2 * size);
+        // SAFETY: the kernel's layout: consumer_pos at the start of the
+        // page-aligned consumer page, producer_pos at the start of the
+        // producer page, then `2 * size` data bytes (asserted length),
+        // page-aligned; `size` is a power of two. Lifetime: the caller's promise.
+        unsafe {
+            RawRing::new(
+                consumer.ptr().cast(),
+                producer.ptr().cast(),
+                producer.ptr().add(page),
+                size,
+            )
+        }
+    }
+
+    /// A ring over a memfd double mapping (the fake ring).
+    ///
+    /// # Safety
+    ///
+    /// `mem` outlives every use of the result (and of its copies).
+    #[cfg(feature = "testing")]
+    pub(crate) unsafe fn from_memfd(mem: &crate::sys::mmap::MemfdRing) -> RawRing {
+        // SAFETY: MemfdRing has the kernel's layout (page-aligned, zero-filled
+        // position words, `2 * size` data bytes mapped twice, a valid size).
+        // Lifetime: the caller's promise.
+        unsafe {
+            RawRing::new(
+                mem.consumer_page().cast(),
+                mem.producer_page().cast(),
+                mem.data(),
+                mem.size(),
+            )
+        }
+    }
+
     /// The data size in bytes.
     #[inline]
     pub(crate) fn size(&self) -> usize {
@@ -148,13 +198,48 @@ impl RawRing {
         unsafe { self.producer_pos.as_ref() }
     }
 
-    /// Loads `producer_pos`.
+    /// Loads `producer_pos` (an Acquire load, as a relaxed load and a fence).
     #[inline]
     pub(crate) fn load_producer(&self) -> usize {
-        // Acquire: pairs with the kernel's smp_store_release(&rb->producer_pos)
-        // in __bpf_ringbuf_reserve, so every header up to it is visible (at
+        // Relaxed, then an Acquire fence: the producer page is mapped
+        // read-only, where std allows only relaxed atomic loads (of at most
+        // 8 bytes on the 64-bit targets this crate builds for). Pairs with
+        // the kernel's smp_store_release(&rb->producer_pos) in
+        // __bpf_ringbuf_reserve, so every header up to it is visible (at
         // least as BUSY).
-        self.producer_atomic().load(Ordering::Acquire)
+        let prod = self.producer_atomic().load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        prod
+    }
+
+    /// The 32-bit word at data offset `pos & mask`, rounded down to 4 bytes:
+    /// a header's `len` (or, 4 bytes on, its `pg_off`).
+    #[cfg(any(test, feature = "testing"))]
+    #[inline]
+    fn header_atomic(&self, pos: usize) -> &AtomicU32 {
+        let off = pos & self.mask & !3;
+        // SAFETY: `off < size`, inside the data area (`new`'s contract), and
+        // 4-aligned (`data` is 8-aligned). Header words are accessed only
+        // atomically while a record lives there.
+        unsafe { &*self.data.as_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// The data byte at ring position `pos`, through a relaxed atomic load
+    /// (allowed to race with a writer, and on read-only memory).
+    #[cfg(any(test, feature = "testing"))]
+    #[inline]
+    fn data_byte(&self, pos: usize) -> u8 {
+        let off = pos & self.mask;
+        // SAFETY: `off < size`, inside the data area; a relaxed byte load is
+        // valid on any mapped memory, read-only included.
+        let b = unsafe {
+            &*self
+                .data
+                .as_ptr()
+                .add(off)
+                .cast::<std::sync::atomic::AtomicU8>()
+        };
+        b.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Loads `consumer_pos` as published (by us or by an earlier reader).
@@ -189,17 +274,12 @@ impl RawRing {
     }
 
     /// Checks a freshly loaded producer position against our cursor: at most
-    /// `size` bytes can be outstanding, and positions never go backwards.
+    /// `size` bytes can be outstanding, positions never go backwards, and
+    /// they stay 8-aligned. `false` if `prod` is impossible.
     #[inline]
-    pub(crate) fn check_producer(&self, pos: usize, prod: usize) -> Result<(), Peek> {
+    pub(crate) fn check_producer(&self, pos: usize, prod: usize) -> bool {
         let avail = prod.wrapping_sub(pos);
-        if avail > self.size() || avail % HDR_SZ != 0 {
-            return Err(Peek::Corrupt {
-                len: avail,
-                available: avail,
-            });
-        }
-        Ok(())
+        avail <= self.size() && avail % HDR_SZ == 0
     }
 
     /// Decodes the header at `pos`, given a producer position `prod` already
@@ -228,14 +308,16 @@ impl RawRing {
         let hdr = unsafe { &*(base as *const AtomicU32) };
         // SAFETY: as above: at most `size + 8 <= 2 * size` bytes in.
         let payload = RecordPtr(unsafe { base.add(HDR_SZ) });
-        // Acquire: pairs with the kernel's xchg(&hdr->len, ...) in
+        // Relaxed, then an Acquire fence (read-only mapping, as in
+        // `load_producer`): pairs with the kernel's xchg(&hdr->len, ...) in
         // bpf_ringbuf_commit, which clears BUSY after the record was filled.
-        let len = hdr.load(Ordering::Acquire);
+        let len = hdr.load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
         if len & BUSY_BIT != 0 {
             return (Peek::Busy, payload);
         }
-        let n = (len & !(BUSY_BIT | DISCARD_BIT)) as usize;
-        let stride = (n + HDR_SZ + 7) & !7;
+        let n = header_len(len);
+        let stride = record_stride(n);
         let available = prod.wrapping_sub(pos);
         if stride > available {
             return (Peek::Corrupt { len: n, available }, payload);

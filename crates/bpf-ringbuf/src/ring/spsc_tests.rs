@@ -10,15 +10,15 @@ use std::ops::ControlFlow;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-use super::consumer::Consumer;
-use super::sync::{AtomicU32, AtomicUsize, Ordering};
-use super::wakeup::{commit_needs_wakeup, BUSY_BIT, DISCARD_BIT};
-use super::{RawRing, HDR_SZ};
+use super::cursor::{Cursor, Step};
+use super::producer::{RawProducer, ReserveError};
+use super::sync::AtomicUsize;
+use super::RawRing;
 
 const SIZE: usize = 256;
 
 /// Positions and a data area of `2 * SIZE` bytes whose second half the
-/// producer keeps a copy of the first (the double mapping, by hand).
+/// producer keeps equal to the first (the double mapping, by hand).
 #[derive(Debug)]
 struct Mem {
     cons: AtomicUsize,
@@ -32,30 +32,6 @@ struct Mem {
 unsafe impl Sync for Mem {}
 // SAFETY: as above.
 unsafe impl Send for Mem {}
-
-impl Mem {
-    fn base(&self) -> *mut u8 {
-        UnsafeCell::raw_get(self.data.as_ptr()).cast::<u8>()
-    }
-
-    fn header(&self, pos: usize) -> &AtomicU32 {
-        // SAFETY: `pos & (SIZE - 1) < SIZE`, 8-aligned (positions are), inside
-        // the data area; headers are accessed atomically while live.
-        unsafe { &*self.base().add(pos & (SIZE - 1)).cast::<AtomicU32>() }
-    }
-
-    /// Writes payload byte `i` of the record at `pos`, in both copies.
-    fn put(&self, pos: usize, i: usize, b: u8) {
-        let off = (pos + HDR_SZ + i) & (SIZE - 1);
-        // SAFETY: `off < SIZE`, so `off` and `off + SIZE` are in the
-        // `2 * SIZE` bytes; the record is reserved, so the consumer does not
-        // read these bytes before the commit.
-        unsafe {
-            *self.base().add(off) = b;
-            *self.base().add(off + SIZE) = b;
-        }
-    }
-}
 
 fn byte(seq: u64, i: usize) -> u8 {
     (seq as u8).wrapping_mul(31).wrapping_add(i as u8)
@@ -75,9 +51,10 @@ fn producer_thread_and_consumer_agree() {
         prod: AtomicUsize::new(0),
         data: (0..2 * SIZE / 8).map(|_| UnsafeCell::new(0)).collect(),
     });
-    let data = NonNull::new(mem.base()).unwrap();
+    let data = NonNull::new(UnsafeCell::raw_get(mem.data.as_ptr()).cast::<u8>()).unwrap();
     // SAFETY: the words and the `2 * SIZE` data bytes live in `mem`, which
-    // the consumer keeps (its `mem` box) and the producer holds an `Arc` of.
+    // the consumer keeps (its `mem` box) and the producer thread holds an
+    // `Arc` of; the data halves are distinct memory (mirrored).
     let ring = unsafe {
         RawRing::new(
             NonNull::from(&mem.cons).cast(),
@@ -87,7 +64,11 @@ fn producer_thread_and_consumer_agree() {
         )
     };
     // SAFETY: the box owns an `Arc` of the memory `ring` points into.
-    let mut cur = unsafe { Consumer::new(ring, Box::new(Arc::clone(&mem))) }.unwrap();
+    let mut cur = unsafe { Cursor::new(ring, Box::new(Arc::clone(&mem))) }.unwrap();
+    // SAFETY: the producer thread holds an `Arc` of `mem` for as long as it
+    // uses the producer; it is the only producer; the memory is writable and
+    // its data halves distinct (mirrored).
+    let p = unsafe { RawProducer::new(ring, true) };
     let producer = {
         let mem = Arc::clone(&mem);
         std::thread::spawn(move || {
@@ -95,33 +76,23 @@ fn producer_thread_and_consumer_agree() {
             let mut wakeups = 0u64;
             while seq < n {
                 let len = (seq as usize * 13) % 40;
-                let stride = (len + HDR_SZ + 7) & !7;
-                // Relaxed: only this thread writes producer_pos.
-                let pos = mem.prod.load(Ordering::Relaxed);
-                // Acquire: pairs with the consumer's Release publication.
-                let cons = mem.cons.load(Ordering::Acquire);
-                if pos + stride - cons > SIZE - 1 {
-                    std::thread::yield_now();
-                    continue;
-                }
-                // Relaxed: published by the Release store just below.
-                mem.header(pos)
-                    .store(len as u32 | BUSY_BIT, Ordering::Relaxed);
-                // Release: as smp_store_release(&rb->producer_pos).
-                mem.prod.store(pos + stride, Ordering::Release);
-                for i in 0..len {
-                    mem.put(pos, i, byte(seq, i));
-                }
-                let word = if seq % 5 == 4 {
-                    len as u32 | DISCARD_BIT
-                } else {
-                    len as u32
+                let mut r = match p.reserve(len) {
+                    Ok(r) => r,
+                    Err(ReserveError::Full) => {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    Err(e) => panic!("{e:?}"),
                 };
-                if commit_needs_wakeup(mem.header(pos), word, &mem.cons, pos) {
+                let bytes: Vec<u8> = (0..len).map(|i| byte(seq, i)).collect();
+                assert!(r.write(0, &bytes));
+                if r.commit(seq % 5 == 4) {
                     wakeups += 1;
                 }
                 seq += 1;
             }
+            drop(p);
+            drop(mem);
             wakeups
         })
     };
@@ -148,7 +119,7 @@ fn producer_thread_and_consumer_agree() {
             });
         } else {
             let _ = cur.reload();
-            while let super::consumer::Step::Record(rec) = cur.step() {
+            while let Step::Record(rec) = cur.step() {
                 expect(&mut next, rec);
             }
             cur.publish();

@@ -1,109 +1,110 @@
 //! Unit tests of the ring protocol over plain memory (Miri-friendly).
 
+use super::producer::{RawProducer, ReserveError};
 use super::*;
 use std::cell::UnsafeCell;
 
-/// Plain memory in the kernel's layout, with the data area duplicated by
-/// hand (a write at `off` is mirrored at `off + size`).
+/// Plain memory in the kernel's layout, the data area's second copy kept
+/// equal by the producer (`mirror`), and the ring layer's own producer.
 struct Mem {
-    cons: Box<UnsafeCell<usize>>,
-    prod: Box<UnsafeCell<usize>>,
-    data: Box<[UnsafeCell<u64>]>,
-    size: usize,
-    /// Producer-side reservation position.
-    head: usize,
+    /// Declared first: it points into the boxes below.
+    producer: RawProducer,
+    _cons: Box<UnsafeCell<usize>>,
+    _prod: Box<UnsafeCell<usize>>,
+    _data: Box<[UnsafeCell<u64>]>,
 }
 
 impl Mem {
     fn new(size: usize) -> Mem {
+        Mem::starting_at(size, 0)
+    }
+
+    /// A ring whose positions both start at `start`.
+    fn starting_at(size: usize, start: usize) -> Mem {
+        let cons = Box::new(UnsafeCell::new(start));
+        let prod = Box::new(UnsafeCell::new(start));
+        let data: Box<[UnsafeCell<u64>]> = (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect();
+        // SAFETY: the boxes live in `Mem` as long as the producer (declared
+        // before them, so dropped first) and never move; the data area is
+        // 2*size bytes, 8-aligned (u64 cells), writable, its halves distinct
+        // (mirrored by the producer). Nothing else produces into it.
+        let producer = unsafe {
+            let ring = RawRing::new(
+                NonNull::new(cons.get()).unwrap(),
+                NonNull::new(prod.get()).unwrap(),
+                NonNull::new(UnsafeCell::raw_get(data.as_ptr()).cast::<u8>()).unwrap(),
+                size,
+            );
+            RawProducer::new(ring, true)
+        };
         Mem {
-            cons: Box::new(UnsafeCell::new(0)),
-            prod: Box::new(UnsafeCell::new(0)),
-            data: (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect(),
-            size,
-            head: 0,
+            producer,
+            _cons: cons,
+            _prod: prod,
+            _data: data,
         }
     }
 
     fn ring(&self) -> RawRing {
-        // SAFETY: the boxes outlive every use in these tests; the data area
-        // is 2*size bytes, 8-aligned (u64 cells), and kept mirrored by `put`.
-        unsafe {
-            RawRing::new(
-                NonNull::new(self.cons.get()).unwrap(),
-                NonNull::new(self.prod.get()).unwrap(),
-                NonNull::new(self.data.as_ptr() as *mut u8).unwrap(),
-                self.size,
-            )
-        }
+        *self.producer.ring()
     }
 
-    fn base(&self) -> *mut u8 {
-        UnsafeCell::raw_get(self.data.as_ptr()) as *mut u8
+    /// Reserves (the kernel's order: header BUSY, then producer_pos) and
+    /// returns the position, leaving the record BUSY.
+    fn reserve(&self, len: usize) -> usize {
+        self.producer.reserve(len).expect("room").leak()
     }
 
-    /// Writes bytes at ring offset `pos`, in both copies.
-    fn put(&self, pos: usize, bytes: &[u8]) {
-        for (i, b) in bytes.iter().enumerate() {
-            let off = pos.wrapping_add(i) & (self.size - 1);
-            // SAFETY: off < size, so off and off + size are inside 2*size bytes.
-            unsafe {
-                *self.base().add(off) = *b;
-                *self.base().add(off + self.size) = *b;
-            }
-        }
-    }
-
-    fn header(&self, pos: usize) -> &AtomicU32 {
-        let off = pos & (self.size - 1);
-        // SAFETY: aligned (pos is a multiple of 8) and in bounds.
-        unsafe { &*(self.base().add(off) as *const AtomicU32) }
-    }
-
-    fn set_header(&self, pos: usize, len: u32) {
-        self.header(pos).store(len, Ordering::SeqCst);
-        // Mirror: the second copy is read only through the first header in
-        // these tests, but keep it consistent anyway.
-        let off = (pos & (self.size - 1)) + self.size;
-        // SAFETY: in bounds, aligned.
-        unsafe { (*(self.base().add(off) as *const AtomicU32)).store(len, Ordering::SeqCst) };
-    }
-
-    /// Reserve (kernel order: header BUSY, then producer_pos), returns position.
-    fn reserve(&mut self, len: usize) -> usize {
-        let pos = self.head;
-        self.set_header(pos, len as u32 | BUSY_BIT);
-        self.head = self.head.wrapping_add((len + 8 + 7) & !7);
-        // SAFETY: plain store through the cell the ring reads atomically.
-        unsafe { (*(self.prod.get() as *const AtomicUsize)).store(self.head, Ordering::SeqCst) };
-        pos
-    }
-
+    /// Writes the payload and commits the BUSY record at `pos`.
     fn commit(&self, pos: usize, payload: &[u8], discard: bool) {
-        self.put(pos.wrapping_add(8), payload);
-        let mut len = payload.len() as u32;
-        if discard {
-            len |= DISCARD_BIT;
-        }
-        self.set_header(pos, len);
+        // SAFETY: the record at `pos` was reserved by `reserve` and is still
+        // BUSY; no consumer reads it and no one else writes it.
+        unsafe { self.producer.overwrite_data(pos.wrapping_add(8), payload) };
+        let word = payload.len() as u32 | if discard { DISCARD_BIT } else { 0 };
+        // SAFETY: as above; the swap is the commit itself.
+        unsafe { self.producer.overwrite_header(pos, word) };
     }
 
-    fn output(&mut self, payload: &[u8]) -> usize {
-        let pos = self.reserve(payload.len());
-        self.commit(pos, payload, false);
+    fn set_header(&self, pos: usize, word: u32) {
+        // SAFETY: the tests hold no record slice while corrupting.
+        unsafe { self.producer.overwrite_header(pos, word) };
+    }
+
+    fn output(&self, payload: &[u8]) -> usize {
+        let mut r = self.producer.reserve(payload.len()).expect("room");
+        assert!(r.write(0, payload));
+        let pos = r.position();
+        r.commit(false);
         pos
     }
 }
 
 #[test]
+fn reserve_refuses_too_big_and_full() {
+    let m = Mem::new(64);
+    assert_eq!(m.producer.reserve(64).unwrap_err(), ReserveError::TooBig);
+    assert_eq!(
+        m.producer.reserve(abi::MAX_RECORD_LEN + 1).unwrap_err(),
+        ReserveError::TooBig
+    );
+    // 56 bytes outstanding at most (size - 8): a 48-byte stride fits, then
+    // only 8 bytes are left, so a record of 1 (stride 16) does not.
+    let a = m.output(&[0; 40]);
+    assert_eq!(a, 0);
+    assert_eq!(m.producer.reserve(1).unwrap_err(), ReserveError::Full);
+    m.ring().publish(48);
+    m.output(&[1]);
+}
+
+#[test]
 fn empty_then_one_record() {
-    let mut m = Mem::new(64);
+    let m = Mem::new(64);
     let r = m.ring();
     assert_eq!(r.load_producer(), 0);
     m.output(b"hello");
     let prod = r.load_producer();
     assert_eq!(prod, 16);
-    r.check_producer(0, prod).unwrap();
+    assert!(r.check_producer(0, prod));
     assert_eq!(r.peek(0, prod), Peek::Record { len: 5, next: 16 });
     // SAFETY: peek returned Record; nothing is published while we look.
     assert_eq!(unsafe { r.record(0, 5) }, b"hello");
@@ -111,7 +112,7 @@ fn empty_then_one_record() {
 
 #[test]
 fn stride_rounds_up_to_eight() {
-    let mut m = Mem::new(128);
+    let m = Mem::new(128);
     let r = m.ring();
     for (len, stride) in [(0, 8), (1, 16), (8, 16), (9, 24), (16, 24)] {
         let pos = m.output(&vec![7u8; len]);
@@ -129,7 +130,7 @@ fn stride_rounds_up_to_eight() {
 
 #[test]
 fn wraps_contiguously() {
-    let mut m = Mem::new(64);
+    let m = Mem::new(64);
     let r = m.ring();
     // Three 16-byte strides put the head at 48; a 20-byte record (stride 32)
     // then wraps past the end of the data area.
@@ -148,7 +149,7 @@ fn wraps_contiguously() {
 
 #[test]
 fn discard_and_busy() {
-    let mut m = Mem::new(128);
+    let m = Mem::new(128);
     let r = m.ring();
     let a = m.reserve(4);
     let b = m.reserve(4);
@@ -164,7 +165,7 @@ fn discard_and_busy() {
 
 #[test]
 fn corrupt_length_is_reported() {
-    let mut m = Mem::new(64);
+    let m = Mem::new(64);
     let r = m.ring();
     let pos = m.output(b"abc");
     // A header that claims more than was produced.
@@ -186,19 +187,16 @@ fn corrupt_length_is_reported() {
 fn impossible_producer_positions() {
     let m = Mem::new(64);
     let r = m.ring();
-    assert!(r.check_producer(0, 0).is_ok());
-    assert!(r.check_producer(0, 64).is_ok());
-    assert!(
-        r.check_producer(0, 72).is_err(),
-        "more than size outstanding"
-    );
-    assert!(r.check_producer(16, 8).is_err(), "producer behind consumer");
-    assert!(r.check_producer(0, 12).is_err(), "misaligned");
+    assert!(r.check_producer(0, 0));
+    assert!(r.check_producer(0, 64));
+    assert!(!r.check_producer(0, 72), "more than size outstanding");
+    assert!(!r.check_producer(16, 8), "producer behind consumer");
+    assert!(!r.check_producer(0, 12), "misaligned");
 }
 
 #[test]
 fn publish_and_fence() {
-    let mut m = Mem::new(64);
+    let m = Mem::new(64);
     let r = m.ring();
     assert!(r.publish_and_check_empty(0));
     assert_eq!(r.load_consumer(), 0);
@@ -211,14 +209,8 @@ fn publish_and_fence() {
 #[test]
 fn positions_wrap_around_usize() {
     // Positions are compared with wrapping arithmetic only.
-    let mut m = Mem::new(64);
     let start = usize::MAX - 15; // 8-aligned, 16 bytes before wrapping
-                                 // SAFETY: plain init before any ring use.
-    unsafe {
-        *m.cons.get() = start;
-        *m.prod.get() = start;
-    }
-    m.head = start;
+    let m = Mem::starting_at(64, start);
     let r = m.ring();
     let a = m.reserve(3);
     m.commit(a, b"abc", false);
@@ -226,7 +218,7 @@ fn positions_wrap_around_usize() {
     m.commit(b, b"de", false);
     let prod = r.load_producer();
     assert_eq!(prod, start.wrapping_add(32));
-    r.check_producer(start, prod).unwrap();
+    assert!(r.check_producer(start, prod));
     assert_eq!(r.peek(a, prod), Peek::Record { len: 3, next: b });
     assert_eq!(r.peek(b, prod), Peek::Record { len: 2, next: prod });
 }

@@ -5,11 +5,6 @@
 
 use super::sync::{fence, AtomicU32, AtomicUsize, Ordering};
 
-/// Bit 31 of a record header: reserved, not yet committed.
-pub(crate) const BUSY_BIT: u32 = 1 << 31;
-/// Bit 30 of a record header: committed as discarded.
-pub(crate) const DISCARD_BIT: u32 = 1 << 30;
-
 /// Publishes `pos` as the consumer position, then reports whether the ring is
 /// empty at `pos`, in a way that cannot lose a wakeup.
 ///
@@ -36,9 +31,12 @@ pub(crate) fn publish_and_check_empty<const FENCE: bool>(
         // kernel sees the consumer_pos we just stored and sends the wakeup.
         fence(Ordering::SeqCst);
     }
-    // Acquire: pairs with smp_store_release(&rb->producer_pos) in
-    // __bpf_ringbuf_reserve.
-    producer_pos.load(Ordering::Acquire) == pos
+    // Relaxed, then an Acquire fence (the producer page is mapped read-only;
+    // see RawRing::load_producer): pairs with smp_store_release(&rb->producer_pos)
+    // in __bpf_ringbuf_reserve.
+    let prod = producer_pos.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
+    prod == pos
 }
 
 /// Publishes `pos` and fences, like [`publish_and_check_empty`], for the
@@ -76,5 +74,9 @@ pub(crate) fn commit_needs_wakeup(
     // and loom indeed finds the lost wakeup without this fence.
     fence(Ordering::SeqCst);
     // The kernel reads consumer_pos with smp_load_acquire after the xchg.
-    consumer_pos.load(Ordering::Acquire) == rec_pos
+    // (Relaxed + fence: on a user ring buffer this page is read-only to the
+    // producer; the same code serves both.)
+    let cons = consumer_pos.load(Ordering::Relaxed);
+    fence(Ordering::Acquire);
+    cons == rec_pos
 }

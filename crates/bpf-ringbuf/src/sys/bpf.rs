@@ -22,6 +22,21 @@ pub(crate) const BPF_PROG_TEST_RUN: u32 = 10;
 pub(crate) const BPF_MAP_GET_FD_BY_ID: u32 = 14;
 pub(crate) const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 
+/// `BPF_F_NUMA_NODE`: the map was allocated on a chosen NUMA node.
+pub(crate) const BPF_F_NUMA_NODE: u32 = 1 << 2;
+/// `BPF_F_RDONLY`: read-only access from syscalls (a map flag, and the
+/// `file_flags`/`open_flags` of a read-only descriptor).
+pub(crate) const BPF_F_RDONLY: u32 = 1 << 3;
+/// `BPF_F_WRONLY`: write-only access from syscalls.
+pub(crate) const BPF_F_WRONLY: u32 = 1 << 4;
+/// `BPF_F_RDONLY_PROG`: read-only access from BPF programs.
+pub(crate) const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// `BPF_F_WRONLY_PROG`: write-only access from BPF programs.
+pub(crate) const BPF_F_WRONLY_PROG: u32 = 1 << 8;
+/// `BPF_F_RB_OVERWRITE` (Linux 6.19+): the producer overwrites the oldest
+/// records instead of failing when the ring is full.
+pub(crate) const BPF_F_RB_OVERWRITE: u32 = 1 << 19;
+
 /// `BPF_MAP_TYPE_ARRAY`.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) const BPF_MAP_TYPE_ARRAY: u32 = 2;
@@ -232,11 +247,11 @@ pub(crate) fn map_info(fd: BorrowedFd<'_>) -> Result<MapInfo, Error> {
     Ok(info)
 }
 
-fn c_path(path: &std::path::Path) -> Result<CString, Error> {
+/// The path as a C string; a NUL byte inside is [`Error::InvalidPath`].
+pub(crate) fn c_path(path: &std::path::Path) -> Result<CString, Error> {
     use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Syscall {
-        call: "bpf(BPF_OBJ_*)",
-        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains a NUL byte"),
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath {
+        path: path.to_path_buf(),
     })
 }
 
@@ -251,20 +266,24 @@ pub(crate) fn obj_pin(fd: BorrowedFd<'_>, path: &std::path::Path) -> Result<(), 
     bpf("bpf(BPF_OBJ_PIN)", BPF_OBJ_PIN, &mut attr).map(drop)
 }
 
-/// `bpf(BPF_OBJ_GET)`: opens a pinned object.
-pub(crate) fn obj_get(path: &std::path::Path) -> Result<OwnedFd, Error> {
+/// `bpf(BPF_OBJ_GET)`: opens a pinned object (`file_flags` 0 for
+/// read-write, or [`BPF_F_RDONLY`]).
+pub(crate) fn obj_get(path: &std::path::Path, file_flags: u32) -> Result<OwnedFd, Error> {
     let cpath = c_path(path)?;
     let mut attr = ObjAttr {
         pathname: cpath.as_ptr() as u64,
+        file_flags,
         ..Default::default()
     };
     bpf("bpf(BPF_OBJ_GET)", BPF_OBJ_GET, &mut attr).map(owned)
 }
 
-/// `bpf(BPF_MAP_GET_FD_BY_ID)`: opens a map by its id.
-pub(crate) fn map_get_fd_by_id(id: u32) -> Result<OwnedFd, Error> {
+/// `bpf(BPF_MAP_GET_FD_BY_ID)`: opens a map by its id (`open_flags` 0 for
+/// read-write, or [`BPF_F_RDONLY`]).
+pub(crate) fn map_get_fd_by_id(id: u32, open_flags: u32) -> Result<OwnedFd, Error> {
     let mut attr = GetIdAttr {
         id,
+        open_flags,
         ..Default::default()
     };
     bpf("bpf(BPF_MAP_GET_FD_BY_ID)", BPF_MAP_GET_FD_BY_ID, &mut attr).map(owned)

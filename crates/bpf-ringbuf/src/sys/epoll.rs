@@ -40,40 +40,78 @@ impl Epoll {
         cvt("epoll_ctl(EPOLL_CTL_ADD)", ret as libc::c_long).map(drop)
     }
 
-    /// `epoll_wait(epfd, events, max, timeout)`: waits for readiness.
+    /// `epoll_pwait2(epfd, events, max, timeout, NULL)`: waits for
+    /// readiness, with a nanosecond timeout (Linux 5.11+). On older kernels
+    /// (`ENOSYS`) it falls back to `epoll_wait`, whose timeout is rounded
+    /// **up** to whole milliseconds, so the call never returns before it.
     ///
-    /// `None` waits forever. A timeout is rounded **up** to whole milliseconds,
-    /// so the call never returns before it. `EINTR` is reported as zero events;
-    /// the caller retries with the time that remains.
+    /// `None` waits forever. `EINTR` is reported as zero events; the caller
+    /// retries with the time that remains.
     pub(crate) fn wait(
         &self,
         events: &mut [libc::epoll_event],
         timeout: Option<Duration>,
     ) -> Result<usize, Error> {
-        let ms: libc::c_int = match timeout {
-            None => -1,
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                ms.min(libc::c_int::MAX as u128) as libc::c_int
+        use std::sync::atomic::{AtomicBool, Ordering};
+        /// Set once `epoll_pwait2` returned ENOSYS.
+        static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
+        let max = events.len().min(libc::c_int::MAX as usize) as libc::c_int;
+        let mut call = "epoll_pwait2";
+        // Relaxed: a cache of a fact about the kernel; a stale read only costs
+        // one more ENOSYS.
+        let mut ret = if NO_PWAIT2.load(Ordering::Relaxed) {
+            -1
+        } else {
+            let ts = timeout.map(timespec);
+            let ts_ptr = ts
+                .as_ref()
+                .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+            // SAFETY: `events` is a valid, writable buffer of `max` entries;
+            // `ts_ptr` is a valid timespec or NULL (forever); no sigmask.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_epoll_pwait2,
+                    self.fd.as_raw_fd(),
+                    events.as_mut_ptr(),
+                    max,
+                    ts_ptr,
+                    std::ptr::null::<libc::sigset_t>(),
+                    0usize,
+                ) as libc::c_int
             }
         };
-        // SAFETY: `events` is a valid, writable buffer of `events.len()` entries.
-        let ret = unsafe {
-            libc::epoll_wait(
-                self.fd.as_raw_fd(),
-                events.as_mut_ptr(),
-                events.len().min(libc::c_int::MAX as usize) as libc::c_int,
-                ms,
-            )
-        };
+        let enosys = ret < 0
+            && (NO_PWAIT2.load(Ordering::Relaxed)
+                || std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS));
+        if enosys {
+            NO_PWAIT2.store(true, Ordering::Relaxed);
+            call = "epoll_wait";
+            let ms: libc::c_int = match timeout {
+                None => -1,
+                Some(d) => d
+                    .as_nanos()
+                    .div_ceil(1_000_000)
+                    .min(libc::c_int::MAX as u128) as libc::c_int,
+            };
+            // SAFETY: `events` is a valid, writable buffer of `max` entries.
+            ret = unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), max, ms) };
+        }
         if ret < 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINTR) {
                 return Ok(0);
             }
-            return Err(Error::from_syscall("epoll_wait", err));
+            return Err(Error::from_syscall(call, err));
         }
         Ok(ret as usize)
+    }
+}
+
+/// A `timespec` for a timeout, saturating at `time_t::MAX` seconds.
+fn timespec(d: Duration) -> libc::timespec {
+    libc::timespec {
+        tv_sec: d.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
     }
 }
 
@@ -134,18 +172,19 @@ impl EventFd {
     /// `ppoll({fd, POLLIN}, timeout)`: waits until the eventfd is readable or
     /// `timeout` passes, with nanosecond resolution. `EINTR` counts as a
     /// timeout; the caller loops.
-    pub(crate) fn wait_readable(&self, timeout: Duration) -> Result<bool, Error> {
+    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool, Error> {
         let mut pfd = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs().min(libc::time_t::MAX as u64) as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        // SAFETY: one valid pollfd, a valid timespec, no signal mask change.
-        let ret = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        let ts = timeout.map(timespec);
+        let ts_ptr = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: one valid pollfd, a valid timespec or NULL (forever), no
+        // signal mask change.
+        let ret = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
         if ret < 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() == Some(libc::EINTR) {

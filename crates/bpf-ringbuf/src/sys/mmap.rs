@@ -1,4 +1,5 @@
-//! `mmap`/`munmap` of ring buffer pages.
+//! `mmap`/`munmap` of ring buffer pages, and the memfd double mapping that
+//! gives the fake ring the kernel's layout.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
@@ -117,8 +118,9 @@ impl Mmap {
         Ok(())
     }
 
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+    /// The start of the mapping.
+    pub(crate) fn ptr(&self) -> NonNull<u8> {
+        self.ptr
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -133,5 +135,73 @@ impl Drop for Mmap {
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
         }
+    }
+}
+
+/// A ring buffer's memory in the kernel's layout, from a memfd (for the fake
+/// ring): one `PROT_NONE` reservation of `2 * page + 2 * size` bytes filled
+/// with three `MAP_FIXED` shared mappings of one memfd, so the data pages
+/// appear twice back to back, as in the kernel's mapping of a ring buffer.
+///
+/// ```text
+/// reservation  [consumer page][producer page][data: size][data again: size]
+/// memfd offset  0              page           2*page      2*page (same pages)
+/// ```
+///
+/// A record that wraps past the end is contiguous, and a write through one
+/// copy is seen through the other (they are the same physical pages).
+/// Everything is mapped read-write and zero-filled.
+#[cfg(feature = "testing")]
+#[derive(Debug)]
+pub(crate) struct MemfdRing {
+    /// The whole reservation; unmapped (all three mappings at once) on drop.
+    /// The memfd can close before: mappings keep its pages alive.
+    map: Mmap,
+    _memfd: std::os::fd::OwnedFd,
+    page: usize,
+    size: usize,
+}
+
+#[cfg(feature = "testing")]
+impl MemfdRing {
+    /// Maps a zero-filled ring of `size` data bytes. `size` must be a valid
+    /// ring size for this page size (checked by the caller; asserted).
+    pub(crate) fn new(size: usize) -> Result<MemfdRing, Error> {
+        use std::os::fd::AsFd;
+        let page = super::page_size();
+        assert!(crate::ring::abi::is_valid_ring_size(size, page));
+        let fd = super::memfd::memfd(c"bpf-ringbuf-fake", 2 * page + size)?;
+        let map = Mmap::reserve(2 * page + 2 * size)?;
+        map.map_fixed(0, fd.as_fd(), page, 0)?;
+        map.map_fixed(page, fd.as_fd(), page + size, page)?;
+        map.map_fixed(2 * page + size, fd.as_fd(), size, 2 * page)?;
+        Ok(MemfdRing {
+            map,
+            _memfd: fd,
+            page,
+            size,
+        })
+    }
+
+    /// The data size in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The start of the consumer page (`consumer_pos`), page-aligned.
+    pub(crate) fn consumer_page(&self) -> NonNull<u8> {
+        self.map.ptr
+    }
+
+    /// The start of the producer page (`producer_pos`), page-aligned.
+    pub(crate) fn producer_page(&self) -> NonNull<u8> {
+        // SAFETY: `page < map.len`, so the offset stays inside the reservation.
+        unsafe { self.map.ptr.add(self.page) }
+    }
+
+    /// The start of the `2 * size` data bytes, page-aligned.
+    pub(crate) fn data(&self) -> NonNull<u8> {
+        // SAFETY: `2 * page < map.len`, so the offset stays inside the reservation.
+        unsafe { self.map.ptr.add(2 * self.page) }
     }
 }

@@ -7,6 +7,17 @@
 //! duration of the call, and every structure handed to the kernel is a
 //! `#[repr(C)]` mirror of the UAPI layout, checked by the layout tests below.
 
+// The ring protocol stores positions as `usize` where the kernel's are
+// `unsigned long`, and relies on std's guarantee that relaxed atomic loads of
+// up to 8 bytes work on read-only memory, which holds for 64-bit targets. A
+// 32-bit process on a 64-bit kernel would also see 8-byte positions and a
+// mapping of `page + 2 * size` that can wrap. Refuse to build rather than be
+// silently wrong.
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!(
+    "bpf-ringbuf supports 64-bit targets only (positions are 64-bit words shared with the kernel)"
+);
+
 pub(crate) mod bpf;
 pub(crate) mod epoll;
 #[cfg(feature = "testing")]
@@ -88,11 +99,7 @@ pub(crate) fn is_bpffs(path: &std::path::Path) -> bool {
 /// `mount("bpf", path, "bpf", 0, NULL)`: mounts a bpffs.
 #[cfg(feature = "testing")]
 pub(crate) fn mount_bpffs(path: &std::path::Path) -> Result<(), Error> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::Syscall {
-        call: "mount(bpf)",
-        source: io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"),
-    })?;
+    let c = bpf::c_path(path)?;
     // SAFETY: all arguments are NUL-terminated strings or NULL.
     let ret = unsafe {
         libc::mount(

@@ -22,10 +22,10 @@
 //! ```
 
 mod asm;
-mod fake;
+mod fake_ring;
 mod producer;
 
-pub use fake::{FakeRing, Reservation};
+pub use fake_ring::{FakeRing, Reservation};
 pub use producer::{KernelProducer, ProduceReport, ProducerConfig, RecordSize, Wakeup};
 
 use std::path::{Path, PathBuf};

@@ -5,9 +5,8 @@
 use std::cell::Cell;
 use std::ops::ControlFlow;
 
-use std::ptr::NonNull;
-
-use super::{Peek, RawRing, HDR_SZ};
+use super::abi::HEADER_SIZE as HDR_SZ;
+use super::{Peek, RawRing};
 use crate::error::Error;
 use crate::sys::mmap::Mmap;
 
@@ -21,46 +20,82 @@ pub(crate) enum Step<'a> {
     /// The record at the cursor is reserved, not committed.
     Busy,
     /// The header at the cursor is inconsistent with the data produced.
-    Corrupt(CorruptAt),
+    Corrupt(Corruption),
 }
 
-/// Where the ring is corrupt: a header (or producer position) inconsistent
-/// with the data produced. Becomes [`Error::Corrupt`].
+/// What is corrupt, and where. Becomes one of [`Error::Corrupt`],
+/// [`Error::CorruptProducerPosition`] or [`Error::MisalignedConsumerPosition`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CorruptAt {
-    pub pos: usize,
-    pub len: usize,
-    pub available: usize,
+pub(crate) enum Corruption {
+    /// The header at `pos` claims a record longer than the bytes produced.
+    Header {
+        pos: usize,
+        len: usize,
+        available: usize,
+    },
+    /// `producer_pos` is impossible seen from the cursor at `pos`: more than
+    /// the ring size ahead, behind, or not 8-aligned.
+    Producer {
+        pos: usize,
+        producer: usize,
+        size: usize,
+    },
+    /// The published consumer position is not 8-aligned.
+    MisalignedConsumer { pos: usize },
 }
 
-impl From<CorruptAt> for Error {
-    fn from(c: CorruptAt) -> Error {
-        Error::Corrupt {
-            pos: c.pos,
-            len: c.len,
-            available: c.available,
+impl From<Corruption> for Error {
+    fn from(c: Corruption) -> Error {
+        match c {
+            Corruption::Header {
+                pos,
+                len,
+                available,
+            } => Error::Corrupt {
+                pos,
+                len,
+                available,
+            },
+            Corruption::Producer {
+                pos,
+                producer,
+                size,
+            } => Error::CorruptProducerPosition {
+                consumer: pos,
+                producer,
+                size,
+            },
+            Corruption::MisalignedConsumer { pos } => Error::MisalignedConsumerPosition { pos },
         }
     }
 }
 
-/// How a [`Consumer::drain`] ended.
+/// What [`Cursor::prepare_wait`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadState {
+    Empty,
+    Ready,
+    Busy,
+}
+
+/// How a [`Cursor::drain`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum DrainEnd {
     Empty,
     Budget,
     Callback,
     Busy,
-    Corrupt(CorruptAt),
+    Corrupt(Corruption),
 }
 
-/// The consumer's cursor.
+/// The consumer's cursor over one ring.
 ///
 /// Invariant: `published <= pos <= prod` (in ring order), every position is a
 /// multiple of 8, and `prod - pos <= size` (checked at every reload). Bytes in
 /// `[published, pos)` belong to records we lent out or skipped; the kernel
 /// cannot reuse them until we publish.
 #[derive(Debug)]
-pub(crate) struct Consumer {
+pub(crate) struct Cursor {
     ring: RawRing,
     pos: Cell<usize>,
     prod: Cell<usize>,
@@ -80,43 +115,33 @@ struct KernelMappings {
 }
 
 // SAFETY: the pointers in `ring` target memory owned alongside the consumer
-// (the reader's mappings), not tied to any thread. `Consumer` is `!Sync`
+// (the reader's mappings), not tied to any thread. `Cursor` is `!Sync`
 // because of its `Cell`s, so one thread at a time uses it.
-unsafe impl Send for Consumer {}
+unsafe impl Send for Cursor {}
 
-impl Consumer {
-    /// A consumer over the kernel's mappings of a ring buffer of `size` data
-    /// bytes: `consumer` is the read-write consumer page (file offset 0),
-    /// `producer` the read-only producer page plus the data pages mapped twice
-    /// (file offset one page, `page + 2 * size` bytes). Takes ownership of
-    /// both, so the memory lives as long as the consumer.
+impl Cursor {
+    /// A cursor over the kernel's mappings of a ring buffer of `size` data
+    /// bytes (see [`RawRing::from_kernel`]). Takes ownership of both, so the
+    /// memory lives as long as the cursor.
     pub(crate) fn from_kernel_mappings(
         consumer: Mmap,
         producer: Mmap,
         page: usize,
         size: usize,
-    ) -> Result<Consumer, usize> {
-        assert!(size.is_power_of_two() && size >= HDR_SZ && page % HDR_SZ == 0);
-        assert!(consumer.len() >= std::mem::size_of::<usize>());
-        assert_eq!(producer.len(), page + 2 * size);
-        let cons = NonNull::new(consumer.as_ptr().cast::<usize>()).expect("mapping is non-null");
-        let prod = NonNull::new(producer.as_ptr().cast::<usize>()).expect("mapping is non-null");
-        // SAFETY: `page < producer.len()` (asserted above), so the result is in bounds.
-        let data = NonNull::new(unsafe { producer.as_ptr().add(page) }).expect("non-null");
-        // SAFETY: the kernel's layout: consumer_pos at the start of the page-aligned
-        // consumer page (writable), producer_pos at the start of the producer page,
-        // then `2 * size` data bytes (asserted length), page-aligned; `size` is a
-        // power of two. Both mappings move into the consumer below.
-        let ring = unsafe { RawRing::new(cons, prod, data, size) };
+    ) -> Result<Cursor, Corruption> {
+        // SAFETY: the mappings are the caller's ring buffer map's (this
+        // crate maps them in `Consumer::new` with this layout), and they move
+        // into the cursor below, so they outlive the `RawRing`.
+        let ring = unsafe { RawRing::from_kernel(&consumer, &producer, page, size) };
         let mem = Box::new(KernelMappings {
             _consumer: consumer,
             _producer: producer,
         });
         // SAFETY: `mem` owns the mappings `ring` points into.
-        unsafe { Consumer::new(ring, mem) }
+        unsafe { Cursor::new(ring, mem) }
     }
 
-    /// Starts at the published consumer position. `Err(pos)` if that position
+    /// Starts at the published consumer position; an error if that position
     /// is not 8-aligned (corrupt), since headers could not be read safely.
     ///
     /// # Safety
@@ -125,12 +150,12 @@ impl Consumer {
     pub(crate) unsafe fn new(
         ring: RawRing,
         mem: Box<dyn Send + std::fmt::Debug>,
-    ) -> Result<Consumer, usize> {
+    ) -> Result<Cursor, Corruption> {
         let start = ring.load_consumer();
         if start % HDR_SZ != 0 {
-            return Err(start);
+            return Err(Corruption::MisalignedConsumer { pos: start });
         }
-        Ok(Consumer {
+        Ok(Cursor {
             ring,
             pos: Cell::new(start),
             prod: Cell::new(start),
@@ -181,7 +206,7 @@ impl Consumer {
                 (Peek::Discard { next }, _) => self.pos.set(next),
                 (Peek::Busy, _) => return Step::Busy,
                 (Peek::Corrupt { len, available }, _) => {
-                    return Step::Corrupt(CorruptAt {
+                    return Step::Corrupt(Corruption::Header {
                         pos,
                         len,
                         available,
@@ -227,7 +252,7 @@ impl Consumer {
                 }
                 (Peek::Corrupt { len, available }, _) => {
                     self.publish();
-                    return Step::Corrupt(CorruptAt {
+                    return Step::Corrupt(Corruption::Header {
                         pos,
                         len,
                         available,
@@ -249,18 +274,23 @@ impl Consumer {
     /// Loads the producer position (one Acquire load) and checks it.
     /// `Ok(true)` if there is something past the cursor.
     #[inline]
-    pub(crate) fn reload(&self) -> Result<bool, CorruptAt> {
+    pub(crate) fn reload(&self) -> Result<bool, Corruption> {
         let pos = self.pos.get();
         let prod = self.ring.load_producer();
-        if let Err(Peek::Corrupt { len, available }) = self.ring.check_producer(pos, prod) {
-            return Err(CorruptAt {
-                pos,
-                len,
-                available,
-            });
+        if !self.ring.check_producer(pos, prod) {
+            return Err(self.bad_producer(pos, prod));
         }
         self.prod.set(prod);
         Ok(prod != pos)
+    }
+
+    #[cold]
+    fn bad_producer(&self, pos: usize, producer: usize) -> Corruption {
+        Corruption::Producer {
+            pos,
+            producer,
+            size: self.ring.size(),
+        }
     }
 
     /// Publishes the cursor (one Release store, none if unchanged). Ends every
@@ -320,6 +350,24 @@ impl Consumer {
         matches!(self.head(), Some(Peek::Busy))
     }
 
+    /// [`publish`](Self::publish), the wakeup fence, then a look at the
+    /// ring: empty (safe to sleep: the kernel will wake us), a record to
+    /// read, or a head record still BUSY (its commit will wake us unless it
+    /// is made with `BPF_RB_NO_WAKEUP`).
+    pub(crate) fn prepare_wait(&mut self) -> Result<HeadState, Corruption> {
+        if self.publish_and_check_empty() {
+            return Ok(HeadState::Empty);
+        }
+        // Something was produced. The fence above ordered our publication
+        // before this look at the head, so a BUSY head's commit sees it.
+        self.reload()?;
+        Ok(match self.head() {
+            Some(Peek::Busy) => HeadState::Busy,
+            // A corrupt head is reported by the read that follows.
+            _ => HeadState::Ready,
+        })
+    }
+
     /// [`publish`](Self::publish), then the wakeup fence and re-check.
     pub(crate) fn publish_and_check_empty(&mut self) -> bool {
         let pos = self.pos.get();
@@ -342,17 +390,9 @@ impl Consumer {
     {
         let mut pos = self.pos.get();
         let prod = self.ring.load_producer();
-        if let Err(Peek::Corrupt { len, available }) = self.ring.check_producer(pos, prod) {
+        if !self.ring.check_producer(pos, prod) {
             self.publish();
-            return (
-                0,
-                0,
-                DrainEnd::Corrupt(CorruptAt {
-                    pos,
-                    len,
-                    available,
-                }),
-            );
+            return (0, 0, DrainEnd::Corrupt(self.bad_producer(pos, prod)));
         }
         let mut records = 0usize;
         let mut bytes = 0usize;
@@ -379,7 +419,7 @@ impl Consumer {
                 (Peek::Discard { next }, _) => pos = next,
                 (Peek::Busy, _) => break DrainEnd::Busy,
                 (Peek::Corrupt { len, available }, _) => {
-                    break DrainEnd::Corrupt(CorruptAt {
+                    break DrainEnd::Corrupt(Corruption::Header {
                         pos,
                         len,
                         available,

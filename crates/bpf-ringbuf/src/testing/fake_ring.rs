@@ -5,19 +5,17 @@
 use std::fmt;
 use std::os::fd::AsFd;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Wakeup;
+use crate::claim::{Claim, Key};
+use crate::consumer::Consumer;
 use crate::error::{Error, Result};
+use crate::map::{check_consumer_flags, check_size};
 use crate::reader::Reader;
-use crate::ring::fake::FakeMemory;
-use crate::ring::wakeup::{commit_needs_wakeup, BUSY_BIT, DISCARD_BIT};
-use crate::ring::HDR_SZ;
+use crate::ring::producer::{ConsumerAlive, MemfdProducer, PositionWatch, Reserved};
 use crate::sys::epoll::{Epoll, EventFd};
-
-/// Bits 31 and 30 of a header: a record length must stay below them.
-const MAX_RECORD: usize = (1 << 30) - 1;
 
 /// A fake `BPF_MAP_TYPE_RINGBUF`: the kernel's memory layout and producer
 /// protocol, without the kernel.
@@ -48,10 +46,18 @@ const MAX_RECORD: usize = (1 << 30) - 1;
 ///   stale wakeup is cleared within tens of microseconds of the consumer
 ///   catching up; the helper polls only while a wakeup is pending).
 ///
+/// * **One consumer.** Like a kernel map, the ring has at most one live
+///   reader (or [`Consumer`]) at a time: a second [`reader`](Self::reader) is
+///   [`Error::ConsumerExists`] until the first is dropped.
+///
 /// Corruption helpers ([`set_header`](Self::set_header),
 /// [`write_data`](Self::write_data), [`set_producer_position`](Self::set_producer_position),
 /// [`set_consumer_position`](Self::set_consumer_position)) write arbitrary
-/// values, for tests that a reader rejects them with [`Error::Corrupt`].
+/// values, for tests that a reader rejects them (with [`Error::Corrupt`] and
+/// friends). They take `&mut self` (no [`Reservation`] can be outstanding)
+/// and refuse with [`Error::ConsumerExists`] while a reader is alive, since
+/// they could rewrite bytes it still lends: corrupt first, then open the
+/// reader.
 ///
 /// ```
 /// # fn main() -> bpf_ringbuf::Result<()> {
@@ -74,10 +80,11 @@ const MAX_RECORD: usize = (1 << 30) - 1;
 /// # Ok(()) }
 /// ```
 pub struct FakeRing {
-    mem: Arc<FakeMemory>,
-    /// The kernel's `rb->spinlock`; it guards `pending_pos` (the kernel's
-    /// `rb->pending_pos`: every record before it is committed).
-    reserve_lock: Mutex<usize>,
+    producer: MemfdProducer,
+    /// The claim key of this ring: one live consumer at a time.
+    key: u64,
+    /// The map flags a reader is checked against ([`FakeRing::with_flags`]).
+    flags: u32,
     wake: Arc<WakeState>,
 }
 
@@ -104,21 +111,24 @@ impl fmt::Debug for FakeRing {
 }
 
 impl FakeRing {
-    /// A fake ring of `size` data bytes: a power of two and a multiple of the
-    /// page size (the data pages are mapped twice), else [`Error::BadSize`].
-    /// Positions start at 0.
+    /// A fake ring of `size` data bytes: the same size rule as
+    /// [`RingBuf::create`](crate::RingBuf::create) (else [`Error::BadSize`]
+    /// with the same suggestion). Positions start at 0.
     pub fn new(size: usize) -> Result<FakeRing> {
-        let page = crate::page_size();
-        if !(size >= page && size.is_power_of_two() && size % page == 0 && size <= 1 << 31) {
-            return Err(Error::BadSize {
-                size,
-                page_size: page,
-                suggested: crate::RingBuf::round_up_size(size),
-            });
-        }
+        FakeRing::with_flags(size, 0)
+    }
+
+    /// A fake ring whose map reports `map_flags` (as `bpf_map_info` would):
+    /// its [`reader`](Self::reader) accepts or refuses them as
+    /// [`Reader::new`] does a kernel map's, e.g. `BPF_F_RB_OVERWRITE`
+    /// (`1 << 19`) with [`Error::UnsupportedMapFlags`].
+    pub fn with_flags(size: usize, map_flags: u32) -> Result<FakeRing> {
+        static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
+        check_size(size)?;
         Ok(FakeRing {
-            mem: Arc::new(FakeMemory::new(size)?),
-            reserve_lock: Mutex::new(0),
+            producer: MemfdProducer::new(size)?,
+            key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            flags: map_flags,
             wake: Arc::new(WakeState {
                 ready: EventFd::new()?,
                 stop: EventFd::new()?,
@@ -130,27 +140,31 @@ impl FakeRing {
 
     /// The data size in bytes.
     pub fn size(&self) -> usize {
-        self.mem.size()
+        self.producer.ring().size()
     }
 
     /// A [`Reader`] of this ring: the same type, and the same code, as on a
     /// kernel ring. It starts at the published consumer position, like a
-    /// reader of a reopened map. Several readers may be created in turn (one
-    /// at a time should read, as with a real map).
+    /// reader of a reopened map. [`Error::ConsumerExists`] while another
+    /// reader of this ring is alive.
     pub fn reader(&self) -> Result<Reader> {
+        Reader::from_consumer(self.consumer()?)
+    }
+
+    /// A non-blocking [`Consumer`] of this ring (what [`reader`](Self::reader)
+    /// wraps); the same rules.
+    pub fn consumer(&self) -> Result<Consumer> {
+        check_consumer_flags(self.flags)?;
+        let claim = Claim::take(Key::Fake(self.key))?;
         self.start_helper()?;
-        let cur = self.mem.consumer().map_err(|pos| Error::Corrupt {
-            pos,
-            len: 0,
-            available: 0,
-        })?;
+        let cur = self.producer.cursor()?;
         let fd = crate::sys::dup(self.wake.ready.as_fd())?;
         // Like EPOLL_CTL_ADD on a kernel ring, which polls it at once: data
         // already there makes the descriptor readable.
         if self.producer_position() != self.consumer_position() {
             self.wake.ready.notify();
         }
-        Reader::from_consumer(cur, fd)
+        Ok(Consumer::from_parts(cur, fd, claim))
     }
 
     /// Reserves a record of `len` payload bytes, as `bpf_ringbuf_reserve`
@@ -164,53 +178,10 @@ impl FakeRing {
     /// [`Reservation::discard`]; dropping it discards it with
     /// [`Wakeup::NoWakeup`].
     pub fn reserve(&self, len: usize) -> Option<Reservation<'_>> {
-        if len > MAX_RECORD {
-            return None;
-        }
-        let stride = (len + HDR_SZ + 7) & !7;
-        if stride > self.size() {
-            return None;
-        }
-        let mask = self.size() - 1;
-        // Acquire: pairs with the consumer's Release store of consumer_pos
-        // (RawRing::publish); it is done with every byte before it.
-        let cons = self.mem.consumer_pos().load(Ordering::Acquire);
-        let mut pending = self.reserve_lock.lock().unwrap_or_else(|e| e.into_inner());
-        // Relaxed: only this lock's holder writes producer_pos.
-        let prod = self.mem.producer_pos().load(Ordering::Relaxed);
-        // Advance past committed records, as the kernel does with pending_pos.
-        while *pending != prod {
-            // Acquire: pairs with the commit swap of that header.
-            let hdr = self.mem.header(*pending).load(Ordering::Acquire);
-            if hdr & BUSY_BIT != 0 {
-                break;
-            }
-            let n = (hdr & !(BUSY_BIT | DISCARD_BIT)) as usize;
-            *pending = pending.wrapping_add((n + HDR_SZ + 7) & !7);
-        }
-        let new_prod = prod.wrapping_add(stride);
-        if new_prod.wrapping_sub(cons) > mask || new_prod.wrapping_sub(*pending) > mask {
-            return None;
-        }
-        // Relaxed: published by the Release store of producer_pos below.
-        self.mem
-            .header(prod)
-            .store(len as u32 | BUSY_BIT, Ordering::Relaxed);
-        // The kernel's page offset of the header, for the kernel only.
-        self.mem.header_pg_off(prod).store(
-            ((prod & mask) / crate::page_size() + 2) as u32,
-            Ordering::Relaxed,
-        );
-        // Release: as smp_store_release(&rb->producer_pos) in
-        // __bpf_ringbuf_reserve; pairs with the consumer's Acquire load in
-        // RawRing::load_producer, so the BUSY header is visible with it.
-        self.mem.producer_pos().store(new_prod, Ordering::Release);
-        drop(pending);
+        let r = self.producer.reserve(len).ok()?;
         Some(Reservation {
             ring: self,
-            pos: prod,
-            len,
-            done: false,
+            r: Some(r),
         })
     }
 
@@ -227,14 +198,12 @@ impl FakeRing {
 
     /// The producer position (`producer_pos`), as the reader sees it.
     pub fn producer_position(&self) -> usize {
-        // Acquire: pairs with the Release store in `reserve`.
-        self.mem.producer_pos().load(Ordering::Acquire)
+        self.producer.ring().load_producer()
     }
 
     /// The consumer position published by the reader (`consumer_pos`).
     pub fn consumer_position(&self) -> usize {
-        // Acquire: pairs with the consumer's Release store (RawRing::publish).
-        self.mem.consumer_pos().load(Ordering::Acquire)
+        self.producer.ring().load_consumer()
     }
 
     /// How many wakeups the producer has sent so far.
@@ -244,60 +213,58 @@ impl FakeRing {
 
     /// The `len` word of the header at `pos` (flag bits included).
     pub fn header(&self, pos: usize) -> u32 {
-        // Acquire: pairs with the producer's swap or a `set_header`.
-        self.mem.header(pos).load(Ordering::Acquire)
-    }
-
-    /// **Corruption:** overwrites the `len` word of the header at `pos`
-    /// (reduced modulo the size, rounded down to 8) with any value, flag bits
-    /// included.
-    pub fn set_header(&self, pos: usize, len_word: u32) {
-        // SeqCst swap, like a commit: the payload written before is visible.
-        self.mem.header(pos).swap(len_word, Ordering::SeqCst);
-    }
-
-    /// **Corruption:** copies `bytes` (at most the ring size) into the data
-    /// area at `pos` modulo the size, wrapping seamlessly, whatever is there.
-    /// Do not call it while a reader may be reading those bytes.
-    pub fn write_data(&self, pos: usize, bytes: &[u8]) {
-        self.mem
-            .write_data(pos, &bytes[..bytes.len().min(self.size())]);
+        let mut b = [0u8; 4];
+        self.producer.read_data(pos & !7, &mut b);
+        u32::from_ne_bytes(b)
     }
 
     /// Copies data bytes at `pos` modulo the size into `out` (at most the
     /// ring size), to inspect what a producer wrote.
     pub fn read_data(&self, pos: usize, out: &mut [u8]) {
-        let n = out.len().min(self.size());
-        self.mem.read_data(pos, &mut out[..n]);
+        self.producer.read_data(pos, out);
+    }
+
+    /// **Corruption:** overwrites the `len` word of the header at `pos`
+    /// (reduced modulo the size, rounded down to 8) with any value, flag bits
+    /// included. [`Error::ConsumerExists`] while a reader is alive.
+    pub fn set_header(&mut self, pos: usize, len_word: u32) -> Result<()> {
+        self.producer
+            .overwrite_header(pos, len_word)
+            .map_err(consumer_alive)
+    }
+
+    /// **Corruption:** copies `bytes` (at most the ring size) into the data
+    /// area at `pos` modulo the size, wrapping seamlessly, whatever is there.
+    /// [`Error::ConsumerExists`] while a reader is alive.
+    pub fn write_data(&mut self, pos: usize, bytes: &[u8]) -> Result<()> {
+        self.producer
+            .overwrite_data(pos, bytes)
+            .map_err(consumer_alive)
     }
 
     /// **Corruption** (or setup): stores any value as `producer_pos`. The
-    /// fake's own producer continues from it.
-    pub fn set_producer_position(&self, pos: usize) {
-        let mut pending = self.reserve_lock.lock().unwrap_or_else(|e| e.into_inner());
-        *pending = pos;
-        // Release: as in `reserve`.
-        self.mem.producer_pos().store(pos, Ordering::Release);
+    /// fake's own producer continues from it. [`Error::ConsumerExists`] while
+    /// a reader is alive.
+    pub fn set_producer_position(&mut self, pos: usize) -> Result<()> {
+        self.producer
+            .set_producer_position(pos)
+            .map_err(consumer_alive)
     }
 
     /// **Corruption** (or setup, such as a ring that an earlier reader had
     /// consumed up to `pos`): stores any value as `consumer_pos`. Set both
     /// positions to the same aligned value to start a ring anywhere, for
     /// example just before the position counter wraps.
-    pub fn set_consumer_position(&self, pos: usize) {
-        // Release: pairs with the Acquire loads of a new reader and of `reserve`.
-        self.mem.consumer_pos().store(pos, Ordering::Release);
+    /// [`Error::ConsumerExists`] while a reader is alive.
+    pub fn set_consumer_position(&mut self, pos: usize) -> Result<()> {
+        self.producer
+            .set_consumer_position(pos)
+            .map_err(consumer_alive)
     }
 
-    fn commit(&self, pos: usize, len: usize, discard: bool, wakeup: Wakeup) -> bool {
-        let mut word = len as u32;
-        if discard {
-            word |= DISCARD_BIT;
-        }
-        // The kernel's xchg (a full barrier) clearing BUSY, then its
-        // smp_load_acquire of consumer_pos; see ring::wakeup.
-        let caught_up =
-            commit_needs_wakeup(self.mem.header(pos), word, self.mem.consumer_pos(), pos);
+    /// Commits `r` and sends the wakeup the kernel would.
+    fn commit(&self, r: Reserved<'_>, discard: bool, wakeup: Wakeup) -> bool {
+        let caught_up = r.commit(discard);
         let wake = match wakeup {
             Wakeup::ForceWakeup => true,
             Wakeup::NoWakeup => false,
@@ -319,11 +286,11 @@ impl FakeRing {
         let epoll = Epoll::new()?;
         epoll.add(self.wake.ready.as_fd(), libc::EPOLLIN as u32, TOKEN_READY)?;
         epoll.add(self.wake.stop.as_fd(), libc::EPOLLIN as u32, TOKEN_STOP)?;
-        let mem = Arc::downgrade(&self.mem);
+        let watch = self.producer.watch();
         let wake = Arc::clone(&self.wake);
         std::thread::Builder::new()
             .name("fake-ring-poll".into())
-            .spawn(move || helper(epoll, mem, wake))
+            .spawn(move || helper(epoll, watch, wake))
             .map_err(|e| Error::Syscall {
                 call: "clone(fake ring helper thread)",
                 source: e,
@@ -331,6 +298,9 @@ impl FakeRing {
         *started = true;
         Ok(())
     }
+}
+fn consumer_alive(_: ConsumerAlive) -> Error {
+    Error::ConsumerExists { map_id: None }
 }
 
 impl Drop for FakeRing {
@@ -346,7 +316,7 @@ const TOKEN_STOP: u64 = 1;
 /// descriptor readable until the consumer has caught up. Exits once the
 /// `FakeRing` is dropped and no wakeup is pending, or once every owner of the
 /// memory (the ring and its readers) is gone.
-fn helper(epoll: Epoll, mem: Weak<FakeMemory>, wake: Arc<WakeState>) {
+fn helper(epoll: Epoll, watch: PositionWatch, wake: Arc<WakeState>) {
     let mut stopping = false;
     loop {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
@@ -363,7 +333,7 @@ fn helper(epoll: Epoll, mem: Weak<FakeMemory>, wake: Arc<WakeState>) {
                 _ => pending = true,
             }
         }
-        if pending && !settle(&mem, &wake) {
+        if pending && !settle(&watch, &wake) {
             return;
         }
         if stopping && !pending {
@@ -374,26 +344,27 @@ fn helper(epoll: Epoll, mem: Weak<FakeMemory>, wake: Arc<WakeState>) {
 
 /// Waits until the published consumer position equals the producer position,
 /// then resets the eventfd. `false` when the memory is gone.
-fn settle(mem: &Weak<FakeMemory>, wake: &WakeState) -> bool {
+fn settle(watch: &PositionWatch, wake: &WakeState) -> bool {
     const FAST: Duration = Duration::from_micros(20);
     const SLOW: Duration = Duration::from_millis(1);
     let mut pause = FAST;
     let mut last = None;
     loop {
-        let Some(m) = mem.upgrade() else {
+        // Acquire loads of both positions (see PositionWatch): they pair with
+        // the consumer's Release publication and the producer's Release store.
+        let Some((cons, prod)) = watch.positions() else {
             return false;
         };
-        // Acquire, both: pair with the consumer's Release publication and the
-        // producer's Release store of producer_pos.
-        let cons = m.consumer_pos().load(Ordering::Acquire);
-        if cons == m.producer_pos().load(Ordering::Acquire) {
+        if cons == prod {
             wake.ready.drain();
             // SeqCst: orders the reset before the re-check, against a commit
             // (swap, then load consumer_pos, then eventfd write) running now.
             // A wakeup written before the reset shows as producer_pos ahead.
             fence(Ordering::SeqCst);
-            let cons = m.consumer_pos().load(Ordering::Acquire);
-            if cons == m.producer_pos().load(Ordering::Acquire) {
+            let Some((cons, prod)) = watch.positions() else {
+                return false;
+            };
+            if cons == prod {
                 return true;
             }
             wake.ready.notify();
@@ -407,7 +378,6 @@ fn settle(mem: &Weak<FakeMemory>, wake: &WakeState) -> bool {
             pause = FAST;
             last = Some(cons);
         }
-        drop(m);
         std::thread::sleep(pause);
     }
 }
@@ -420,70 +390,82 @@ fn settle(mem: &Weak<FakeMemory>, wake: &WakeState) -> bool {
 #[derive(Debug)]
 pub struct Reservation<'r> {
     ring: &'r FakeRing,
-    pos: usize,
-    len: usize,
-    done: bool,
+    /// `None` once committed or leaked.
+    r: Option<Reserved<'r>>,
 }
 
 impl Reservation<'_> {
+    fn reserved(&self) -> &Reserved<'_> {
+        self.r
+            .as_ref()
+            .expect("a Reservation holds its record until consumed")
+    }
+
     /// The ring position of the record's header.
     pub fn position(&self) -> usize {
-        self.pos
+        self.reserved().position()
     }
 
     /// The payload length.
     pub fn len(&self) -> usize {
-        self.len
+        self.reserved().len()
     }
 
     /// Whether the payload is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
-    /// Writes `bytes` at `offset` in the payload. Panics past the record's end.
+    /// Writes `bytes` at `offset` in the payload. Panics past the record's
+    /// end (a bug in the test that calls it).
     pub fn write(&mut self, offset: usize, bytes: &[u8]) {
+        let r = self
+            .r
+            .as_mut()
+            .expect("a Reservation holds its record until consumed");
+        let len = r.len();
         assert!(
-            offset
-                .checked_add(bytes.len())
-                .is_some_and(|end| end <= self.len),
-            "write of {} bytes at {offset} past a record of {}",
+            r.write(offset, bytes),
+            "write of {} bytes at {offset} past a record of {len}",
             bytes.len(),
-            self.len
         );
-        // The record is BUSY: no reader looks at these bytes until the commit
-        // swap, which publishes them.
-        self.ring
-            .mem
-            .write_data(self.pos.wrapping_add(HDR_SZ + offset), bytes);
     }
 
     /// Commits the record (clears BUSY with an atomic swap), waking the reader
     /// per `wakeup` and the kernel's rule. Returns whether it sent a wakeup.
     pub fn submit(mut self, wakeup: Wakeup) -> bool {
-        self.done = true;
-        self.ring.commit(self.pos, self.len, false, wakeup)
+        let r = self
+            .r
+            .take()
+            .expect("a Reservation holds its record until consumed");
+        self.ring.commit(r, false, wakeup)
     }
 
     /// Commits the record as discarded (BUSY cleared, DISCARD set): readers
     /// skip it. Wakes like [`submit`](Self::submit).
     pub fn discard(mut self, wakeup: Wakeup) -> bool {
-        self.done = true;
-        self.ring.commit(self.pos, self.len, true, wakeup)
+        let r = self
+            .r
+            .take()
+            .expect("a Reservation holds its record until consumed");
+        self.ring.commit(r, true, wakeup)
     }
 
     /// Leaves the record BUSY forever and returns its position: every reader
     /// stops there.
     pub fn leak(mut self) -> usize {
-        self.done = true;
-        self.pos
+        let r = self
+            .r
+            .take()
+            .expect("a Reservation holds its record until consumed");
+        r.leak()
     }
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        if !self.done {
-            self.ring.commit(self.pos, self.len, true, Wakeup::NoWakeup);
+        if let Some(r) = self.r.take() {
+            self.ring.commit(r, true, Wakeup::NoWakeup);
         }
     }
 }
