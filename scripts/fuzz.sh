@@ -1,11 +1,19 @@
 #!/usr/bin/env bash
-# Fuzzes the ring parser for a bounded time:  scripts/fuzz.sh [SECONDS]  (default 60)
+# Fuzzes the ring parser for a bounded time:
+#   scripts/fuzz.sh [--write-docs] [SECONDS]   (default 60)
 # Target fuzz/fuzz_targets/ring.rs: arbitrary bytes as ring memory and
 # positions, read through the public Reader over a FakeRing in every mode.
 # Installs cargo-fuzz (crates.io) and nightly if missing. Reports the number of
 # executions; fails if libFuzzer found a crash (saved under fuzz/artifacts/).
+# With --write-docs the figure goes into docs/RELIABILITY.md (between the
+# fuzz markers); without it no tracked file changes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+write_docs=0
+if [[ "${1:-}" == "--write-docs" ]]; then
+    write_docs=1
+    shift
+fi
 secs="${1:-60}"
 if ! rustup toolchain list | grep -q '^nightly'; then
     rustup toolchain install nightly --profile minimal
@@ -31,14 +39,11 @@ if [ "$status" -ne 0 ]; then
 fi
 echo "fuzz: ${execs:-?} executions (${runs:-?}s), no crash"
 cd ..
-doc=docs/RELIABILITY.md
-if [ -f "$doc" ] && grep -q '<!-- fuzz:begin -->' "$doc"; then
-    {
-        sed '/<!-- fuzz:begin -->/q' "$doc"
-        echo
-        echo "Command: \`scripts/fuzz.sh $secs\` on $(uname -r), $(date -u +%Y-%m-%d): ${execs:-?} executions (${runs:-?}s), no crash."
-        echo
-        sed -n '/<!-- fuzz:end -->/,$p' "$doc"
-    } > "$doc.tmp" && mv "$doc.tmp" "$doc"
-    echo "(written to $doc)"
+if [ "$write_docs" -eq 0 ]; then
+    exit 0
 fi
+doc=docs/RELIABILITY.md
+printf '\nCommand: `scripts/fuzz.sh --write-docs %s` on %s, %s: %s executions (%ss), no crash.\n\n' \
+    "$secs" "$(uname -r)" "$(date -u +%Y-%m-%d)" "${execs:-?}" "${runs:-?}" |
+    scripts/marked-block.py write "$doc" fuzz
+echo "(written to $doc)"

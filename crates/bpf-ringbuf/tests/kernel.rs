@@ -1,6 +1,9 @@
 //! Privileged tests against the real kernel. Each skips loudly without
 //! CAP_BPF, and fails instead under BPF_RINGBUF_REQUIRE_PRIVILEGED=1.
 
+#[macro_use]
+mod common;
+
 use std::ops::ControlFlow;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
@@ -8,18 +11,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bpf_ringbuf::testing::{
-    check_payload, create_map, privileged_or_skip, temp_pin_path, KernelProducer, ProducerConfig,
-    RecordSize, Wakeup,
+    check_payload, create_map, temp_pin_path, KernelProducer, ProducerConfig, RecordSize, Wakeup,
 };
 use bpf_ringbuf::{Budget, Error, Reader, Record, RingBuf, StopReason};
-
-macro_rules! privileged {
-    () => {
-        if !privileged_or_skip(std::thread::current().name().unwrap_or(module_path!())) {
-            return;
-        }
-    };
-}
 
 fn page() -> usize {
     bpf_ringbuf::page_size()

@@ -1,12 +1,15 @@
-//! Stress and fault tests on the real kernel (`scripts/stress.sh SECONDS`
-//! runs the `#[ignore]`d ones in release and prints their figures), plus
-//! fault tests that run with the ordinary suite: no privileges, closed and
-//! non-map descriptors.
+//! Stress tests on the real kernel, all `#[ignore]`d: `scripts/stress.sh
+//! SECONDS` runs them in release and collects their figures (see `figure`).
+//! The fault tests (no privileges, closed and non-map descriptors) are in
+//! `faults.rs`.
 //!
 //! Each test skips loudly without CAP_BPF, and fails instead under
 //! `BPF_RINGBUF_REQUIRE_PRIVILEGED=1`. No timing is asserted: deadlines only
-//! bound hangs.
-#![cfg(feature = "testing")]
+//! bound hangs. Needs the `testing` feature (`required-features` in
+//! Cargo.toml).
+
+#[macro_use]
+mod common;
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
@@ -17,18 +20,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bpf_ringbuf::testing::{
-    available_cpus, check_payload, pin_current_thread, privileged_or_skip, temp_pin_path,
-    KernelProducer, ProduceReport, ProducerConfig, RecordSize, Wakeup,
+    available_cpus, check_payload, pin_current_thread, temp_pin_path, KernelProducer,
+    ProduceReport, ProducerConfig, RecordSize, Wakeup,
 };
 use bpf_ringbuf::{Error, Reader, Record, RingBuf};
-
-macro_rules! privileged {
-    () => {
-        if !privileged_or_skip(std::thread::current().name().unwrap_or(module_path!())) {
-            return;
-        }
-    };
-}
+use serde_json::json;
 
 /// The duration of the load test, from `STRESS_SECONDS` (default 5).
 fn seconds() -> u64 {
@@ -38,9 +34,25 @@ fn seconds() -> u64 {
         .unwrap_or(5)
 }
 
-/// One figure line, collected by scripts/stress.sh into docs/RELIABILITY.md.
-fn figure(test: &str, text: String) {
-    println!("FIGURE {test}: {text}");
+/// Reports one figure: printed for whoever watches, and, when
+/// `STRESS_FIGURES_OUT` names a file, appended to it as one JSON line
+/// `{"name": .., "text": .., "numbers": {..}}`. scripts/stress.sh reads that
+/// file (and, with `--write-docs`, puts the texts into docs/RELIABILITY.md).
+fn figure(name: &str, text: String, numbers: serde_json::Value) {
+    use std::io::Write;
+    println!("figure {name}: {text}");
+    let Some(path) = std::env::var_os("STRESS_FIGURES_OUT") else {
+        return;
+    };
+    let line = json!({ "name": name, "text": text, "numbers": numbers }).to_string() + "\n";
+    // One write of one line in append mode: lines of tests running in
+    // parallel do not interleave.
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        .unwrap_or_else(|e| panic!("STRESS_FIGURES_OUT={}: {e}", path.to_string_lossy()));
 }
 
 fn add(total: &mut ProduceReport, r: ProduceReport) {
@@ -153,23 +165,36 @@ fn load_two_producers_one_reader() {
     }
     assert!(reader.available_bytes() == 0);
     let secs_f = elapsed.as_secs_f64();
+    let dropped_pct = 100.0 * total.dropped as f64 / total.requested.max(1) as f64;
+    let records_per_s = seen.count as f64 / secs_f;
+    let payload_mb_per_s = seen.bytes as f64 / secs_f / 1e6;
     figure(
         "load",
         format!(
             "{secs:.0} s requested, {secs_f:.1} s run, 2 producers (A: sizes {SIZES_A:?}, discard every 7th seq, default wakeups; \
              B: sizes {SIZES_B:?}, discard every 5th seq, NO_WAKEUP), 1 MiB ring; submitted {}, discarded {}, \
-             dropped (ring full) {} ({:.2}% of reservations), read {} = {:.0} records/s, {:.1} MB/s payload; \
-             lost 0, duplicates 0, corrupt 0, per-producer order kept ({} A-runs, {} B-runs)",
+             dropped (ring full) {} ({dropped_pct:.2}% of reservations), read {} = {records_per_s:.0} records/s, \
+             {payload_mb_per_s:.1} MB/s payload; lost 0, duplicates 0, corrupt 0, per-producer order kept ({} A-runs, {} B-runs)",
             total.submitted,
             total.discarded,
             total.dropped,
-            100.0 * total.dropped as f64 / (total.requested.max(1)) as f64,
             seen.count,
-            seen.count as f64 / secs_f,
-            seen.bytes as f64 / secs_f / 1e6,
             seen.last_a.is_some() as u8,
             seen.last_b.is_some() as u8,
         ),
+        json!({
+            "seconds_requested": secs,
+            "seconds_run": secs_f,
+            "requested": total.requested,
+            "submitted": total.submitted,
+            "discarded": total.discarded,
+            "dropped": total.dropped,
+            "dropped_percent": dropped_pct,
+            "read": seen.count,
+            "payload_bytes": seen.bytes,
+            "records_per_s": records_per_s,
+            "payload_mb_per_s": payload_mb_per_s,
+        }),
     );
 }
 
@@ -313,6 +338,7 @@ fn edge_triggered_reader_never_hangs() {
              all read in order, {sleeps} sleeps, no hang; producer drops (ring full) {}",
             total.dropped
         ),
+        json!({ "records": N, "sleeps": sleeps, "dropped": total.dropped }),
     );
 }
 
@@ -401,6 +427,12 @@ fn close_and_flush_races() {
              Closed/Flushed, {} records committed and read exactly once, in order",
             produced.submitted
         ),
+        json!({
+            "iterations": ITER,
+            "closes": closes,
+            "flushes": flushes,
+            "records": produced.submitted,
+        }),
     );
 }
 
@@ -498,103 +530,6 @@ fn reopen_after_reader_dropped_mid_batch() {
             "{ROUNDS} readers on one pinned ring, each dropped mid-batch: {produced} records committed exactly once; \
              {reread} uncommitted zero-copy reads delivered again to the next reader, none lost"
         ),
+        json!({ "readers": ROUNDS, "records": produced, "reread": reread }),
     );
-}
-
-// ---- fault tests that run with the ordinary suite ------------------------------------
-
-#[test]
-fn closed_descriptor_is_bad_fd() {
-    // A descriptor number that is certainly closed: open one, note it, close it.
-    let file = std::fs::File::open("/dev/null").unwrap();
-    let raw = file.as_raw_fd();
-    drop(file);
-    // SAFETY: only borrowed for the call; nothing else uses `raw` meanwhile
-    // in this single-threaded test (the number is closed, which is the point).
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-    assert!(matches!(Reader::new(borrowed), Err(Error::BadFd { fd }) if fd == raw));
-}
-
-#[test]
-fn regular_file_is_not_a_map() {
-    let file = std::fs::File::open("/proc/self/exe").unwrap();
-    let e = Reader::new(&file).unwrap_err();
-    assert!(matches!(e, Error::NotAMap { .. }), "{e:?}");
-    let e = RingBuf::from_fd(OwnedFd::from(file)).unwrap_err();
-    assert!(matches!(e, Error::NotAMap { .. }), "{e:?}");
-}
-
-const UNPRIV_ENV: &str = "BPF_RINGBUF_STRESS_UNPRIVILEGED_CHILD";
-
-/// Runs `unprivileged_child` in a child process as user `nobody` with every
-/// capability dropped (`setpriv --reuid=65534 ... --bounding-set=-all`), and
-/// checks what it reports. (Root with its capabilities dropped is not enough
-/// here: exec gives uid 0 its capabilities back unless securebits say no.)
-#[test]
-fn no_privileges_gives_permission_denied() {
-    privileged!();
-    let path = temp_pin_path("unpriv").unwrap();
-    let ring = RingBuf::create(bpf_ringbuf::page_size()).unwrap();
-    ring.pin(&path).unwrap();
-    // A copy of this test binary that `nobody` can execute wherever the
-    // build tree lives.
-    let exe = std::env::temp_dir().join(format!("bpf_ringbuf_unpriv_{}", std::process::id()));
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-            "--no-new-privs",
-        ])
-        .arg(&exe)
-        .args([
-            "--exact",
-            "unprivileged_child",
-            "--include-ignored",
-            "--nocapture",
-        ])
-        .env(UNPRIV_ENV, &path)
-        .env_remove("BPF_RINGBUF_REQUIRE_PRIVILEGED")
-        .current_dir("/")
-        .output();
-    let _ = std::fs::remove_file(&path);
-    let _ = std::fs::remove_file(&exe);
-    let out = out.expect("setpriv (util-linux) must be installed");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "child failed:\n{text}");
-    assert!(text.contains("UNPRIVILEGED-CHECKS-PASSED"), "{text}");
-}
-
-/// The child half of `no_privileges_gives_permission_denied`.
-#[test]
-#[ignore = "run only as a child without capabilities"]
-fn unprivileged_child() {
-    let Ok(path) = std::env::var(UNPRIV_ENV) else {
-        return;
-    };
-    let e = RingBuf::create(bpf_ringbuf::page_size()).unwrap_err();
-    assert!(
-        matches!(e, Error::PermissionDenied { call, .. } if call.contains("MAP_CREATE")),
-        "{e:?}"
-    );
-    let e = RingBuf::open_pinned(&path).unwrap_err();
-    assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
-    // The skip helper skips (loudly) instead of failing.
-    assert!(!privileged_or_skip("unprivileged_child"));
-    // The fake ring needs no privileges.
-    let fake = bpf_ringbuf::testing::FakeRing::new(bpf_ringbuf::page_size()).unwrap();
-    fake.output(b"ok", Wakeup::Default).unwrap();
-    let mut r = fake.reader().unwrap();
-    r.set_deadline(Some(Instant::now()));
-    assert_eq!(r.read().unwrap().data, b"ok");
-    println!("UNPRIVILEGED-CHECKS-PASSED");
 }
