@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use bpf_ringbuf::testing::{check_payload, fill_payload, FakeRing, Wakeup};
-use bpf_ringbuf::{page_size, Error, Reader};
+use bpf_ringbuf::{page_size, Error, Reader, Readiness};
 
 const BUSY: u32 = 1 << 31;
 const DISCARD: u32 = 1 << 30;
@@ -474,4 +474,141 @@ fn a_busy_record_behind_held_slices_is_waited_out() {
     });
     reader.commit();
     assert_eq!(reader.available_bytes(), 0);
+}
+
+/// Issue 7 §1.1: a ring whose map flags change the protocol is refused by a
+/// zero-copy reader (overwrite mode rewrites records while they are borrowed;
+/// this kernel cannot create such a map, so the fake ring reports the flag).
+#[test]
+fn overwrite_mode_and_unknown_flags_are_refused() {
+    let page = page_size();
+    let ring = FakeRing::with_flags(page, 1 << 19).unwrap();
+    assert!(matches!(
+        ring.reader(),
+        Err(Error::UnsupportedMapFlags { flags, unsupported, name })
+            if flags == 1 << 19 && unsupported == 1 << 19 && name.contains("BPF_F_RB_OVERWRITE")
+    ));
+    assert!(matches!(
+        ring.consumer(),
+        Err(Error::UnsupportedMapFlags { .. })
+    ));
+    let ring = FakeRing::with_flags(page, 1 << 30).unwrap();
+    assert!(matches!(
+        ring.reader(),
+        Err(Error::UnsupportedMapFlags { unsupported, name: "an unknown flag", .. }) if unsupported == 1 << 30
+    ));
+    // BPF_F_NUMA_NODE does not change the protocol.
+    let ring = FakeRing::with_flags(page, 1 << 2).unwrap();
+    ring.output(b"numa", Wakeup::Default).unwrap();
+    let mut r = ring.reader().unwrap();
+    now_deadline(&mut r);
+    assert_eq!(r.read().unwrap().data, b"numa");
+}
+
+/// Issue 7 §1.2: a second live consumer of one ring is refused until the
+/// first is dropped; the second continues after the first one's last commit.
+#[test]
+fn second_reader_is_refused_until_the_first_is_dropped() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    for seq in 0..10 {
+        ring.output(&record(seq, 16), Wakeup::Default).unwrap();
+    }
+    let mut first = ring.reader().unwrap();
+    now_deadline(&mut first);
+    for seq in 0..3 {
+        assert_eq!(check_payload(first.read_zero_copy().unwrap()), Ok(seq));
+    }
+    first.commit();
+    // Two more lent and not committed: a second consumer must not be able to
+    // hand them back to the producer.
+    let a = first.read_zero_copy().unwrap();
+    let b = first.read_zero_copy().unwrap();
+    assert!(matches!(
+        ring.reader(),
+        Err(Error::ConsumerExists { map_id: None })
+    ));
+    assert!(matches!(
+        ring.consumer(),
+        Err(Error::ConsumerExists { map_id: None })
+    ));
+    assert_eq!((check_payload(a), check_payload(b)), (Ok(3), Ok(4)));
+    // Closing is not enough: only dropping releases the ring.
+    first.handle().close();
+    assert!(matches!(ring.reader(), Err(Error::ConsumerExists { .. })));
+    drop(first);
+    let mut second = ring.reader().unwrap();
+    now_deadline(&mut second);
+    let mut seqs = Vec::new();
+    while let Ok(rec) = second.read() {
+        seqs.push(check_payload(&rec.data).unwrap());
+    }
+    assert_eq!(seqs, (3..10).collect::<Vec<_>>());
+}
+
+/// Issue 7 §1.4: the corruption helpers could rewrite bytes under a slice a
+/// reader still lends, so they refuse while a reader is alive.
+#[test]
+fn corruption_helpers_refuse_while_a_reader_is_alive() {
+    let mut ring = FakeRing::new(page_size()).unwrap();
+    let pos = ring.output(&record(0, 16), Wakeup::Default).unwrap();
+    let r = ring.reader().unwrap();
+    let busy = |e: Result<(), Error>| matches!(e, Err(Error::ConsumerExists { map_id: None }));
+    assert!(busy(ring.set_header(pos, 1000)));
+    assert!(busy(ring.write_data(pos + 8, &[0xff; 16])));
+    assert!(busy(ring.set_producer_position(64)));
+    assert!(busy(ring.set_consumer_position(64)));
+    // Nothing was written.
+    assert_eq!(ring.header(pos), 16);
+    assert_eq!(ring.producer_position(), 24);
+    assert_eq!(ring.consumer_position(), 0);
+    drop(r);
+    ring.set_header(pos, 1000).unwrap();
+    assert_eq!(ring.header(pos), 1000);
+}
+
+/// Issue 7 §1.6: a poll interval too long to add to `Instant::now()` panicked
+/// on the first empty read; it now means "until the deadline, flush or close".
+#[test]
+fn poll_interval_of_duration_max_waits_for_the_deadline() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut r = ring.reader().unwrap();
+    r.set_poll_interval(Some(Duration::MAX));
+    r.set_deadline(Some(Instant::now() + Duration::from_millis(20)));
+    assert!(matches!(r.read(), Err(Error::DeadlineExceeded)));
+    let h = r.handle();
+    r.set_deadline(None);
+    let t = std::thread::spawn(move || r.read().map(drop));
+    std::thread::sleep(Duration::from_millis(20));
+    h.flush();
+    assert!(matches!(t.join().unwrap(), Err(Error::Flushed)));
+}
+
+/// Issue 7 §1.6: `prepare_wait` tells an empty ring (sleep) from a record in
+/// progress (sleep with a timeout) and a record to read.
+#[test]
+fn prepare_wait_tells_empty_in_progress_and_ready_apart() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut c = ring.consumer().unwrap();
+    assert_eq!(c.prepare_wait().unwrap(), Readiness::Empty);
+    let mut res = ring.reserve(8).unwrap();
+    assert_eq!(c.prepare_wait().unwrap(), Readiness::InProgress);
+    assert_eq!(c.try_read_zero_copy().unwrap(), None);
+    res.write(0, b"12345678");
+    // The consumer published its position before looking at the BUSY
+    // header, so the commit wakes it (the kernel's rule).
+    assert!(res.submit(Wakeup::Default));
+    assert_eq!(c.prepare_wait().unwrap(), Readiness::Ready);
+    assert_eq!(c.try_read_zero_copy().unwrap(), Some(&b"12345678"[..]));
+    assert_eq!(c.prepare_wait().unwrap(), Readiness::Empty);
+    assert_eq!(c.consumer_position(), 16);
+}
+
+/// A NUL byte in a path is bad input, not a failed system call.
+#[test]
+fn nul_in_a_path_is_invalid_path() {
+    let p = std::path::Path::new("/sys/fs/bpf/a\0b");
+    assert!(matches!(
+        bpf_ringbuf::RingBuf::open_pinned(p),
+        Err(Error::InvalidPath { path }) if path == p
+    ));
 }

@@ -991,3 +991,66 @@ fn largest_mixed_configs_load_and_produce_correct_records() {
         .unwrap();
     assert_eq!(next, 3);
 }
+
+/// Issue 7 §1.2 on a kernel map: open, read zero-copy, a second reader (or
+/// consumer) is refused; drop the first, the second continues after the last
+/// commit.
+#[test]
+fn second_consumer_of_a_map_is_refused_until_the_first_is_dropped() {
+    privileged!();
+    let ring = RingBuf::create(16 * page()).unwrap();
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(32)).unwrap();
+    producer.produce(10).unwrap();
+    let mut first = Reader::new(&ring).unwrap();
+    first.set_deadline(now());
+    for seq in 0..3 {
+        assert_eq!(check_payload(first.read_zero_copy().unwrap()), Ok(seq));
+    }
+    first.commit();
+    let lent = first.read_zero_copy().unwrap();
+    let id = ring.id();
+    assert!(matches!(
+        Reader::new(&ring),
+        Err(Error::ConsumerExists { map_id: Some(m) }) if m == id
+    ));
+    // Another descriptor of the same map is the same map.
+    let by_id = RingBuf::from_id(id).unwrap();
+    assert!(matches!(
+        bpf_ringbuf::Consumer::new(&by_id),
+        Err(Error::ConsumerExists { .. })
+    ));
+    assert_eq!(check_payload(lent), Ok(3));
+    drop(first);
+    let mut second = bpf_ringbuf::Consumer::new(&by_id).unwrap();
+    let mut seqs = Vec::new();
+    while let Some(rec) = second.try_read_zero_copy().unwrap() {
+        seqs.push(check_payload(rec).unwrap());
+    }
+    assert_eq!(seqs, (3..10).collect::<Vec<_>>());
+    // Another map is another claim.
+    let other = RingBuf::create(page()).unwrap();
+    Reader::new(&other).unwrap();
+}
+
+/// Issue 7 §1.6: a read-only descriptor cannot map the consumer page
+/// writable; the error names that cause, not a missing capability.
+#[test]
+fn read_only_descriptor_is_a_read_only_map_error() {
+    privileged!();
+    let ring = RingBuf::create(page()).unwrap();
+    let ro = bpf_ringbuf::testing::open_map_read_only(ring.id()).unwrap();
+    let e = Reader::new(&ro).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            Error::ReadOnlyMap {
+                call: "mmap(consumer page)",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("read-only"), "{e}");
+    // The refusal released the claim: a read-write reader opens.
+    Reader::new(&ring).unwrap();
+}

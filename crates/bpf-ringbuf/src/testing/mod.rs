@@ -168,6 +168,13 @@ pub fn create_map(
     crate::sys::bpf::map_create(map_type, key_size, value_size, max_entries, "rb_test_map")
 }
 
+/// `bpf(BPF_MAP_GET_FD_BY_ID)` with `BPF_F_RDONLY`: a read-only descriptor of
+/// the map `id`, as a process without write access would hold. A consumer
+/// refuses it with [`Error::ReadOnlyMap`] (it must write the consumer position).
+pub fn open_map_read_only(id: u32) -> Result<std::os::fd::OwnedFd> {
+    crate::sys::bpf::map_get_fd_by_id(id, crate::sys::bpf::BPF_F_RDONLY)
+}
+
 /// Pins the calling thread to `cpu` (`sched_setaffinity`). Benchmarks and
 /// demos pin the producer and the consumer to different CPUs: otherwise the
 /// scheduler may wake the consumer on the producer's busy CPU, where it waits
