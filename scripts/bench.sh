@@ -17,17 +17,9 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 1
 fi
 
-# libbpf-sys builds its vendored libbpf: it needs libelf, zlib, pkg-config, make.
-# valgrind counts instructions per record (callgrind) for the report.
-missing=()
-for p in libelf-dev zlib1g-dev pkg-config make valgrind; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    echo "bench.sh: installing ${missing[*]}" >&2
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# What libbpf-sys needs to build its vendored libbpf (scripts/bench-deps.sh),
+# and valgrind, which counts instructions per record (callgrind) for the report.
+scripts/bench-deps.sh valgrind
 
 manifest=crates/bench/Cargo.toml
 start=$(date +%s)
