@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 use bpf_ringbuf::testing::{check_payload, fill_payload, FakeRing, Wakeup};
 use bpf_ringbuf::{page_size, Error, Reader, Readiness};
 
-const BUSY: u32 = 1 << 31;
-const DISCARD: u32 = 1 << 30;
+use bpf_ringbuf::abi::{BUSY_BIT as BUSY, DISCARD_BIT as DISCARD};
 
 fn now_deadline(r: &mut Reader) {
     r.set_deadline(Some(Instant::now()));

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::time::Instant;
 
+use bpf_ringbuf::abi::{record_stride, BUSY_BIT, DISCARD_BIT};
 use bpf_ringbuf::testing::{fill_payload, FakeRing, Reservation, Wakeup};
 use bpf_ringbuf::{page_size, Budget, Error, Reader, StopReason};
 use proptest::prelude::*;
@@ -151,7 +152,7 @@ fn run(size_pages: usize, start: usize, ops: Vec<Op>) {
     let reserve = |model: &mut Model, len: usize| -> Option<(Reservation<'_>, u64)> {
         let prod = ring.producer_position();
         let cons = ring.consumer_position();
-        let stride = (len + 8 + 7) & !7;
+        let stride = record_stride(len);
         let fits = prod.wrapping_add(stride).wrapping_sub(cons) < size;
         let r = ring.reserve(len);
         assert_eq!(r.is_some(), fits, "refusal rule, len {len}");
@@ -355,8 +356,8 @@ proptest! {
         word in prop_oneof![
             any::<u32>(),
             (0u32..8192),
-            (0u32..8192).prop_map(|x| x | (1 << 30)),
-            (0u32..8192).prop_map(|x| x | (1 << 31)),
+            (0u32..8192).prop_map(|x| x | DISCARD_BIT),
+            (0u32..8192).prop_map(|x| x | BUSY_BIT),
             Just(u32::MAX),
         ],
         mode in 0u8..5,
@@ -429,7 +430,7 @@ proptest! {
                 "{e:?}"
             );
             if let Error::Corrupt { len, available, .. } = e {
-                prop_assert!((len + 8).next_multiple_of(8) > available || available > ring.size());
+                prop_assert!(record_stride(len) > available || available > ring.size());
             }
         }
         // The published position never passes the producer position.

@@ -119,7 +119,7 @@ impl ProducerConfig {
                     Self::MAX_RECORD
                 ));
             }
-            if (s + 8).next_multiple_of(8) > ring_size - 8 {
+            if crate::abi::record_stride(s) > ring_size - crate::abi::HEADER_SIZE {
                 return bad(format!(
                     "record size {s} cannot fit a ring of {ring_size} bytes"
                 ));
