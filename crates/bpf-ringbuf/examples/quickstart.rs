@@ -1,4 +1,5 @@
 //! The README's quick example: read a ring buffer zero-copy, one commit per batch.
+//! (`read_zero_copy` + `commit` give the same with batches of your choosing.)
 //!
 //! Run as root: `cargo run -p bpf-ringbuf --features testing --example quickstart`
 //! (the `testing` feature provides the kernel producer standing in for your
@@ -20,25 +21,17 @@ fn main() -> bpf_ringbuf::Result<()> {
     reader.set_deadline(Some(Instant::now() + Duration::from_millis(100)));
     let (mut records, mut sum) = (0u64, 0u64);
     loop {
-        // Up to 256 records read in place, then one release store.
-        let mut stop = None;
-        for _ in 0..256 {
-            match reader.read_zero_copy() {
-                Ok(rec) => {
-                    records += 1;
-                    sum += u64::from_le_bytes(rec[..8].try_into().unwrap());
-                }
-                Err(e) => {
-                    stop = Some(e);
-                    break;
-                }
-            }
-        }
-        reader.commit();
-        match stop {
-            None | Some(Error::CommitRequired) => continue,
-            Some(Error::DeadlineExceeded) => break,
-            Some(e) => return Err(e),
+        // Wait for records, read every one present in place, then hand them
+        // all back to the kernel with one release store when `batch` drops.
+        let batch = match reader.batch() {
+            Ok(batch) => batch,
+            Err(Error::DeadlineExceeded) => break,
+            Err(e) => return Err(e),
+        };
+        for rec in &batch {
+            let seq: [u8; 8] = rec[..8].try_into().expect("the producer writes 64 bytes");
+            sum += u64::from_le_bytes(seq);
+            records += 1;
         }
     }
     println!("{records} records, sequence numbers sum to {sum}");
