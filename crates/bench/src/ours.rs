@@ -11,6 +11,9 @@ use crate::{Consumer, Res, Tally};
 pub enum Mode {
     /// `read_zero_copy` until the ring is dry, then one `commit`.
     ZeroCopy,
+    /// `Consumer::try_read_zero_copy` (the core under the reader) until
+    /// it returns `None`, then one `commit`.
+    TryZeroCopy,
     /// One `consume` call per drain.
     Consume,
     /// `read_into` a reused `Record`.
@@ -61,6 +64,22 @@ impl Ours {
                 Err(Error::CommitRequired) | Err(Error::DeadlineExceeded) => break,
                 Err(e) => return Err(e.into()),
             }
+        }
+        self.r.commit();
+        t.count += count;
+        t.seq_sum = t.seq_sum.wrapping_add(sum);
+        t.bytes += bytes;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn drain_try_zero_copy(&mut self, t: &mut Tally) -> Res<()> {
+        let (mut count, mut sum, mut bytes) = (0u64, 0u64, 0u64);
+        let core = self.r.consumer();
+        while let Some(rec) = core.try_read_zero_copy()? {
+            count += 1;
+            sum = sum.wrapping_add(u64::from_le_bytes(rec[..8].try_into().unwrap()));
+            bytes += rec.len() as u64;
         }
         self.r.commit();
         t.count += count;
@@ -158,6 +177,7 @@ impl Consumer for Ours {
     fn drain(&mut self, t: &mut Tally) -> Res<()> {
         match self.mode {
             Mode::ZeroCopy | Mode::Poll(_) => self.drain_zero_copy(t),
+            Mode::TryZeroCopy => self.drain_try_zero_copy(t),
             Mode::Consume => self.drain_consume(t),
             Mode::ReadInto => self.drain_read_into(t),
             Mode::Read => self.drain_read(t),

@@ -37,7 +37,7 @@ pub fn size_label(b: usize) -> String {
     }
 }
 
-fn mark(ok: bool) -> &'static str {
+pub fn mark(ok: bool) -> &'static str {
     if ok {
         "met"
     } else {

@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::claim::{Claim, Key};
 use crate::error::{Error, Result};
 use crate::map::{check_consumer_flags, check_map};
-use crate::ring::cursor::{Cursor, DrainEnd, HeadState, Step};
+use crate::ring::cursor::{Cursor, DrainEnd, Head, HeadState};
 use crate::sys::{self, bpf, mmap::Mmap};
 
 /// A record copied out of the ring by [`Reader::read`](crate::Reader::read),
@@ -235,18 +235,35 @@ impl Consumer {
     /// [`Error::Corrupt`], reported again on every call.
     #[inline]
     pub fn try_read_zero_copy(&self) -> Result<Option<&[u8]>> {
+        loop {
+            if let Some(rec) = self.cur.next_record() {
+                return Ok(Some(rec));
+            }
+            if !self.record_at_cursor()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The fast paths' fallback: skips discards, reloads the producer
+    /// position once if the cached one is reached, and says whether a
+    /// committed record is at the cursor now (the fast path then takes it:
+    /// a committed header stays so until we publish past it).
+    #[cold]
+    #[inline(never)]
+    fn record_at_cursor(&self) -> Result<bool> {
         let mut reloaded = false;
         loop {
-            match self.cur.step() {
-                Step::Record(rec) => return Ok(Some(rec)),
-                Step::End if !reloaded => {
+            match self.cur.skip_discards() {
+                Head::Record => return Ok(true),
+                Head::End if !reloaded => {
                     reloaded = true;
                     if !self.cur.reload()? {
-                        return Ok(None);
+                        return Ok(false);
                     }
                 }
-                Step::End | Step::Busy => return Ok(None),
-                Step::Corrupt(c) => return Err(c.into()),
+                Head::End | Head::Busy => return Ok(false),
+                Head::Corrupt(c) => return Err(c.into()),
             }
         }
     }
@@ -264,24 +281,27 @@ impl Consumer {
     /// now. Commits outstanding zero-copy reads first. Never blocks.
     #[inline]
     pub fn try_read_into(&mut self, rec: &mut Record) -> Result<bool> {
-        self.cur.publish_if_lent();
-        let mut reloaded = false;
         loop {
-            match self.cur.copy_next(&mut rec.data) {
-                Step::Record(_) => {
-                    rec.remaining = self.cur.known_remaining();
-                    return Ok(true);
-                }
-                Step::End if !reloaded => {
-                    reloaded = true;
-                    if !self.cur.reload()? {
-                        return Ok(false);
-                    }
-                }
-                Step::End | Step::Busy => return Ok(false),
-                Step::Corrupt(c) => return Err(c.into()),
+            // Publishes past the record it copies, and so past every
+            // outstanding zero-copy read.
+            if let Some(remaining) = self.cur.copy_next_record(&mut rec.data) {
+                rec.remaining = remaining;
+                return Ok(true);
+            }
+            if !self.record_at_cursor_published()? {
+                return Ok(false);
             }
         }
+    }
+
+    /// [`record_at_cursor`](Self::record_at_cursor), then a publish: it
+    /// commits outstanding zero-copy reads and hands back skipped discards.
+    #[cold]
+    #[inline(never)]
+    fn record_at_cursor_published(&mut self) -> Result<bool> {
+        let found = self.record_at_cursor();
+        self.cur.publish();
+        found
     }
 
     /// Delivers every record present to `f`, then commits once. Never blocks.

@@ -10,7 +10,9 @@ use super::{Peek, RawRing};
 use crate::error::Error;
 use crate::sys::mmap::Mmap;
 
-/// One step of the cursor within the known part of the ring.
+/// One step of the cursor within the known part of the ring (for tests: the
+/// reads use [`Cursor::next_record`] and [`Cursor::skip_discards`]).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) enum Step<'a> {
     /// A committed record, lent until the next `&mut self` call.
@@ -20,7 +22,7 @@ pub(crate) enum Step<'a> {
     /// The record at the cursor is reserved, not committed.
     Busy,
     /// The header at the cursor is inconsistent with the data produced.
-    Corrupt(Corruption),
+    Corrupt(#[expect(dead_code, reason = "shown by Debug when a test fails")] Corruption),
 }
 
 /// What is corrupt, and where. Becomes one of [`Error::Corrupt`],
@@ -68,6 +70,19 @@ impl From<Corruption> for Error {
             Corruption::MisalignedConsumer { pos } => Error::MisalignedConsumerPosition { pos },
         }
     }
+}
+
+/// What is at the cursor after [`Cursor::skip_discards`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// The cached producer position is reached: reload it.
+    End,
+    /// A committed record: the fast paths take it.
+    Record,
+    /// The record at the cursor is reserved, not committed.
+    Busy,
+    /// The header at the cursor is inconsistent with the data produced.
+    Corrupt(Corruption),
 }
 
 /// What [`Cursor::prepare_wait`] found.
@@ -176,15 +191,42 @@ impl Cursor {
         self.pos.get()
     }
 
-    /// Ring bytes known to be produced past the cursor.
-    #[inline]
-    pub(crate) fn known_remaining(&self) -> usize {
-        self.prod.get().wrapping_sub(self.pos.get())
+    /// The per-record fast path of the zero-copy reads: the committed record
+    /// at the cursor, within the known part of the ring, or `None` for
+    /// anything else (end of the known part, a discard, BUSY, corrupt), which
+    /// [`skip_discards`](Self::skip_discards) then sorts out. Small enough to
+    /// inline into the caller's loop, and returns in registers.
+    /// No stores to shared memory, one Acquire load of the header.
+    #[inline(always)]
+    pub(crate) fn next_record(&self) -> Option<&[u8]> {
+        let (len, next, ptr, _) = self.peek_next()?;
+        self.pos.set(next);
+        self.lent.set(true);
+        // SAFETY: `peek_record` returned a record at the cursor; the slice
+        // borrows `self`, and the position is published past it only by
+        // `publish(&mut self)` or, while nothing is lent, by `publish_unlent`
+        // (`lent` is set above).
+        Some(unsafe { ptr.slice(len) })
+    }
+
+    /// The fast case at the cursor, moving nothing: `(len, next, payload,
+    /// prod)` if [`RawRing::peek_record`] finds a committed record there,
+    /// within the known part of the ring (`prod`, the cached producer
+    /// position).
+    #[inline(always)]
+    fn peek_next(&self) -> Option<(usize, usize, super::RecordPtr, usize)> {
+        let pos = self.pos.get();
+        let prod = self.prod.get();
+        if pos == prod {
+            return None;
+        }
+        let (len, next, ptr) = self.ring.peek_record(pos, prod.wrapping_sub(pos))?;
+        Some((len, next, ptr, prod))
     }
 
     /// Advances over the known part of the ring, skipping discards.
     /// No stores to shared memory, one Acquire load per header.
-    #[inline(always)]
+    #[cfg(test)]
     pub(crate) fn step(&self) -> Step<'_> {
         loop {
             let pos = self.pos.get();
@@ -216,47 +258,45 @@ impl Cursor {
         }
     }
 
-    /// Copies the next record within the known part of the ring into `buf`
-    /// (replacing its contents) and publishes the position past it: one
-    /// Acquire load of the header, one copy, one Release store. Skips
-    /// discards. Returns `Step::Record` with an empty slice when a record was
-    /// copied (the bytes are in `buf`), or why it could not.
-    ///
-    /// Call [`publish`](Self::publish) first if slices were lent (it clears
-    /// the `lent` flag, which this leaves alone to keep the path short).
+    /// The per-record fast path of the copying reads: if the next thing
+    /// within the known part of the ring is a committed record, copies it
+    /// into `buf` (replacing its contents), publishes the position past it
+    /// (which also covers every slice lent before, so `lent` is cleared) and
+    /// returns the ring bytes known past it (`Record::remaining`). `None` for
+    /// anything else, without side effects: [`skip_discards`](Self::skip_discards)
+    /// then sorts out. One Acquire load, one copy, one Release store.
     #[inline(always)]
-    pub(crate) fn copy_next(&mut self, buf: &mut Vec<u8>) -> Step<'static> {
+    pub(crate) fn copy_next_record(&mut self, buf: &mut Vec<u8>) -> Option<usize> {
+        let (len, next, ptr, prod) = self.peek_next()?;
+        // SAFETY: `peek_record` returned a record at the cursor; the slice is
+        // copied out before the position is published past it.
+        buf.clear();
+        buf.extend_from_slice(unsafe { ptr.slice(len) });
+        self.pos.set(next);
+        self.published.set(next);
+        self.lent.set(false);
+        self.ring.publish(next);
+        Some(prod.wrapping_sub(next))
+    }
+
+    /// Skips discarded records within the known part of the ring and says
+    /// what is at the cursor then. Moves only over discards (each one
+    /// re-read by the fast path's caller is then a record), no stores to
+    /// shared memory.
+    pub(crate) fn skip_discards(&self) -> Head {
         loop {
             let pos = self.pos.get();
-            let prod = self.prod.get();
-            if pos == prod {
-                // Hand back any discards skipped on the way.
-                self.publish();
-                return Step::End;
-            }
-            match self.ring.peek_at(pos, prod) {
-                (Peek::Record { len, next }, ptr) => {
-                    // SAFETY: `peek_at` returned `Record` for `pos`; the slice is
-                    // copied out before the position is published past it.
-                    buf.clear();
-                    buf.extend_from_slice(unsafe { ptr.slice(len) });
-                    self.pos.set(next);
-                    self.published.set(next);
-                    self.ring.publish(next);
-                    return Step::Record(&[]);
-                }
-                (Peek::Discard { next }, _) => self.pos.set(next),
-                (Peek::Busy, _) => {
-                    self.publish();
-                    return Step::Busy;
-                }
-                (Peek::Corrupt { len, available }, _) => {
-                    self.publish();
-                    return Step::Corrupt(Corruption::Header {
+            match self.head() {
+                None => return Head::End,
+                Some(Peek::Discard { next }) => self.pos.set(next),
+                Some(Peek::Record { .. }) => return Head::Record,
+                Some(Peek::Busy) => return Head::Busy,
+                Some(Peek::Corrupt { len, available }) => {
+                    return Head::Corrupt(Corruption::Header {
                         pos,
                         len,
                         available,
-                    });
+                    })
                 }
             }
         }
@@ -302,14 +342,6 @@ impl Cursor {
             self.published.set(pos);
             self.lent.set(false);
             self.ring.publish(pos);
-        }
-    }
-
-    /// [`publish`](Self::publish), if a slice was lent since the last publish.
-    #[inline(always)]
-    pub(crate) fn publish_if_lent(&mut self) {
-        if self.lent.get() {
-            self.publish();
         }
     }
 
@@ -383,48 +415,89 @@ impl Cursor {
         &mut self,
         max_records: usize,
         max_bytes: usize,
+        f: F,
+    ) -> (usize, usize, DrainEnd)
+    where
+        F: FnMut(&[u8]) -> ControlFlow<()>,
+    {
+        // One load of the producer position yields at most `size` bytes, so
+        // at most `size / 8` records and fewer than `size` payload bytes: a
+        // budget above both can never stop the loop, which then runs
+        // without its two compares per record.
+        let size = self.ring.size();
+        if max_records > size / HDR_SZ && max_bytes > size {
+            self.drain_loop::<F, false>(max_records, max_bytes, f)
+        } else {
+            self.drain_loop::<F, true>(max_records, max_bytes, f)
+        }
+    }
+
+    /// [`drain`](Self::drain)'s loop; `BUDGET`: check the budget per record.
+    /// The position, the bytes left before the producer position and the
+    /// ring's base and mask stay in locals (registers) for the whole batch.
+    #[inline(always)]
+    fn drain_loop<F, const BUDGET: bool>(
+        &mut self,
+        max_records: usize,
+        max_bytes: usize,
         mut f: F,
     ) -> (usize, usize, DrainEnd)
     where
         F: FnMut(&[u8]) -> ControlFlow<()>,
     {
+        // A copy of the pointers: the Acquire fences below would otherwise
+        // make the compiler reload them from `self` at every header.
+        let ring = self.ring;
         let mut pos = self.pos.get();
-        let prod = self.ring.load_producer();
-        if !self.ring.check_producer(pos, prod) {
+        let prod = ring.load_producer();
+        if !ring.check_producer(pos, prod) {
             self.publish();
             return (0, 0, DrainEnd::Corrupt(self.bad_producer(pos, prod)));
         }
+        // Bytes produced past `pos`: `check_producer` bounded it by `size`,
+        // and every stride taken from it below is checked against it first.
+        let mut left = prod.wrapping_sub(pos);
         let mut records = 0usize;
         let mut bytes = 0usize;
         let end = loop {
-            if pos == prod {
+            if left == 0 {
                 break DrainEnd::Empty;
             }
-            if records >= max_records || bytes >= max_bytes {
+            if BUDGET && (records >= max_records || bytes >= max_bytes) {
                 break DrainEnd::Budget;
             }
-            match self.ring.peek_at(pos, prod) {
-                (Peek::Record { len, next }, ptr) => {
-                    // SAFETY: `peek_at` returned `Record`. The slice is lent to `f`
-                    // for this call only (`F: FnMut(&[u8])` is higher-ranked, so
-                    // it cannot keep it), and we publish only after `f` returns.
-                    let rec = unsafe { ptr.slice(len) };
-                    pos = next;
-                    records += 1;
-                    bytes += len;
-                    if f(rec).is_break() {
-                        break DrainEnd::Callback;
+            let (len, next, ptr) = match ring.peek_record(pos, left) {
+                Some(rec) => rec,
+                // Decoded again: BUSY, a discard, corrupt, or (committed in
+                // between) a record after all.
+                None => match ring.peek_within(pos, left) {
+                    (Peek::Record { len, next }, ptr) => (len, next, ptr),
+                    (Peek::Discard { next }, _) => {
+                        left -= next.wrapping_sub(pos);
+                        pos = next;
+                        continue;
                     }
-                }
-                (Peek::Discard { next }, _) => pos = next,
-                (Peek::Busy, _) => break DrainEnd::Busy,
-                (Peek::Corrupt { len, available }, _) => {
-                    break DrainEnd::Corrupt(Corruption::Header {
-                        pos,
-                        len,
-                        available,
-                    })
-                }
+                    (Peek::Busy, _) => break DrainEnd::Busy,
+                    (Peek::Corrupt { len, available }, _) => {
+                        break DrainEnd::Corrupt(Corruption::Header {
+                            pos,
+                            len,
+                            available,
+                        })
+                    }
+                },
+            };
+            // SAFETY: `peek_record` or `peek_within` found a record. The
+            // slice is lent to `f` for this call only (`F: FnMut(&[u8])` is
+            // higher-ranked, so it cannot keep it), and we publish only after
+            // `f` returns.
+            let rec = unsafe { ptr.slice(len) };
+            left -= next.wrapping_sub(pos);
+            pos = next;
+            records += 1;
+            bytes += len;
+            if f(rec).is_break() {
+                break DrainEnd::Callback;
             }
         };
         self.pos.set(pos);

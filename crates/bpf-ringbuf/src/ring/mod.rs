@@ -298,6 +298,64 @@ impl RawRing {
     /// load orders every later memory access, our own fields included).
     #[inline(always)]
     pub(crate) fn peek_at(&self, pos: usize, prod: usize) -> (Peek, RecordPtr) {
+        self.peek_within(pos, prod.wrapping_sub(pos))
+    }
+
+    /// [`peek_at`](Self::peek_at), given the bytes produced past `pos`
+    /// (`available = producer - pos`, checked by
+    /// [`check_producer`](Self::check_producer), non-zero) instead of the
+    /// producer position: the hot loops keep that count in a register, and
+    /// one subtraction per record then both advances it and tells the end.
+    #[inline(always)]
+    pub(crate) fn peek_within(&self, pos: usize, available: usize) -> (Peek, RecordPtr) {
+        let (len, payload) = self.load_header(pos);
+        if len & BUSY_BIT != 0 {
+            return (Peek::Busy, payload);
+        }
+        let n = header_len(len);
+        let stride = record_stride(n);
+        if stride > available {
+            return (Peek::Corrupt { len: n, available }, payload);
+        }
+        let next = pos.wrapping_add(stride);
+        if len & DISCARD_BIT != 0 {
+            (Peek::Discard { next }, payload)
+        } else {
+            (Peek::Record { len: n, next }, payload)
+        }
+    }
+
+    /// The per-record fast case of [`peek_within`](Self::peek_within), same
+    /// arguments: `Some((len, next, payload))` if the header at `pos` is a
+    /// committed record that is not discarded and fits in `available`;
+    /// `None` for anything else (BUSY, discarded, corrupt), which
+    /// `peek_within` then decodes. One test covers both flag bits, and with
+    /// both clear the header word is the length.
+    #[inline(always)]
+    pub(crate) fn peek_record(
+        &self,
+        pos: usize,
+        available: usize,
+    ) -> Option<(usize, usize, RecordPtr)> {
+        let (len, payload) = self.load_header(pos);
+        if len & (BUSY_BIT | DISCARD_BIT) != 0 {
+            return None;
+        }
+        let n = header_len(len);
+        let stride = record_stride(n);
+        if stride > available {
+            return None;
+        }
+        Some((n, pos.wrapping_add(stride), payload))
+    }
+
+    /// The header word at `pos` (one Acquire load) and where the payload
+    /// would start.
+    ///
+    /// The address is computed before the Acquire, so the hot loops need not
+    /// reload the ring's base and mask after it.
+    #[inline(always)]
+    fn load_header(&self, pos: usize) -> (u32, RecordPtr) {
         // SAFETY: `pos & mask < size`, and `data` has `2 * size` bytes, so the
         // header (4 bytes) and the payload start (8 bytes in) are in bounds.
         // `pos` is a multiple of 8 (positions start 8-aligned, checked by the
@@ -313,21 +371,7 @@ impl RawRing {
         // bpf_ringbuf_commit, which clears BUSY after the record was filled.
         let len = hdr.load(Ordering::Relaxed);
         fence(Ordering::Acquire);
-        if len & BUSY_BIT != 0 {
-            return (Peek::Busy, payload);
-        }
-        let n = header_len(len);
-        let stride = record_stride(n);
-        let available = prod.wrapping_sub(pos);
-        if stride > available {
-            return (Peek::Corrupt { len: n, available }, payload);
-        }
-        let next = pos.wrapping_add(stride);
-        if len & DISCARD_BIT != 0 {
-            (Peek::Discard { next }, payload)
-        } else {
-            (Peek::Record { len: n, next }, payload)
-        }
+        (len, payload)
     }
 
     /// The payload of the record at `pos`.
@@ -352,13 +396,13 @@ impl RecordPtr {
     ///
     /// # Safety
     ///
-    /// `peek_at` returned `Peek::Record { len, .. }` with this pointer and
-    /// this `len`, and the caller ties `'a` to a borrow that ends before the
+    /// `peek_at` or `peek_within` returned `Peek::Record { len, .. }`, or
+    /// `peek_record` returned `Some((len, ..))`, with this pointer and this `len`, and the caller ties `'a` to a borrow that ends before the
     /// consumer position is published past the record (after which the
     /// kernel may overwrite the bytes) and before the memory is unmapped.
     #[inline(always)]
     pub(crate) unsafe fn slice<'a>(self, len: usize) -> &'a [u8] {
-        // SAFETY: `peek_at` checked `round_up(len + 8, 8) <= producer - pos <= size`
+        // SAFETY: `peek_*` checked `round_up(len + 8, 8) <= producer - pos <= size`
         // and `pos & mask < size`, so `[pos & mask + 8, .. + len)` lies inside the
         // `2 * size` bytes of the double mapping. The bytes are committed and not
         // released, so no one writes them while `'a` lasts (caller's promise).
