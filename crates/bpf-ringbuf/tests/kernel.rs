@@ -1021,7 +1021,7 @@ fn second_consumer_of_a_map_is_refused_until_the_first_is_dropped() {
     ));
     assert_eq!(check_payload(lent), Ok(3));
     drop(first);
-    let mut second = bpf_ringbuf::Consumer::new(&by_id).unwrap();
+    let second = bpf_ringbuf::Consumer::new(&by_id).unwrap();
     let mut seqs = Vec::new();
     while let Some(rec) = second.try_read_zero_copy().unwrap() {
         seqs.push(check_payload(rec).unwrap());

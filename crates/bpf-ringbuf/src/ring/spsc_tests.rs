@@ -91,7 +91,6 @@ fn producer_thread_and_consumer_agree() {
                 }
                 seq += 1;
             }
-            drop(p);
             drop(mem);
             wakeups
         })

@@ -3,15 +3,18 @@
 use super::producer::{RawProducer, ReserveError};
 use super::*;
 use std::cell::UnsafeCell;
+use std::rc::Rc;
 
 /// Plain memory in the kernel's layout, the data area's second copy kept
 /// equal by the producer (`mirror`), and the ring layer's own producer.
 struct Mem {
-    /// Declared first: it points into the boxes below.
+    /// Declared first: it points into the cells below.
     producer: RawProducer,
-    _cons: Box<UnsafeCell<usize>>,
-    _prod: Box<UnsafeCell<usize>>,
-    _data: Box<[UnsafeCell<u64>]>,
+    // `Rc`, not `Box`: moving a `Box` asserts unique access to its contents
+    // (Stacked Borrows), which would invalidate the ring's pointers.
+    _cons: Rc<UnsafeCell<usize>>,
+    _prod: Rc<UnsafeCell<usize>>,
+    _data: Rc<[UnsafeCell<u64>]>,
 }
 
 impl Mem {
@@ -21,13 +24,13 @@ impl Mem {
 
     /// A ring whose positions both start at `start`.
     fn starting_at(size: usize, start: usize) -> Mem {
-        let cons = Box::new(UnsafeCell::new(start));
-        let prod = Box::new(UnsafeCell::new(start));
-        let data: Box<[UnsafeCell<u64>]> = (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect();
-        // SAFETY: the boxes live in `Mem` as long as the producer (declared
-        // before them, so dropped first) and never move; the data area is
-        // 2*size bytes, 8-aligned (u64 cells), writable, its halves distinct
-        // (mirrored by the producer). Nothing else produces into it.
+        let cons = Rc::new(UnsafeCell::new(start));
+        let prod = Rc::new(UnsafeCell::new(start));
+        let data: Rc<[UnsafeCell<u64>]> = (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect();
+        // SAFETY: the cells live in `Mem` as long as the producer (declared
+        // before them, so dropped first); the data area is 2*size bytes,
+        // 8-aligned (u64 cells), writable, its halves distinct (mirrored by
+        // the producer). Nothing else produces into it.
         let producer = unsafe {
             let ring = RawRing::new(
                 NonNull::new(cons.get()).unwrap(),
