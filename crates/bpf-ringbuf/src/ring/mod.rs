@@ -226,7 +226,7 @@ impl RawRing {
 
     /// The data byte at ring position `pos`, through a relaxed atomic load
     /// (allowed to race with a writer, and on read-only memory).
-    #[cfg(any(test, feature = "testing"))]
+    #[cfg(feature = "testing")]
     #[inline]
     fn data_byte(&self, pos: usize) -> u8 {
         let off = pos & self.mask;

@@ -222,6 +222,7 @@ impl RawProducer {
     /// No consumer of this memory exists and no [`Reserved`] is alive: a
     /// consumer could be lent records the producer then overwrites, since
     /// the free-space check trusts the positions.
+    #[cfg(feature = "testing")]
     pub(crate) unsafe fn set_producer_position(&self, pos: usize) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         *pending = pos;
@@ -234,12 +235,14 @@ impl RawProducer {
     /// # Safety
     ///
     /// As [`set_producer_position`](Self::set_producer_position).
+    #[cfg(feature = "testing")]
     pub(crate) unsafe fn set_consumer_position(&self, pos: usize) {
         self.ring.publish(pos);
     }
 
     /// Copies data bytes at `pos` (modulo the size) into `out`, at most the
     /// ring size, through atomic byte loads: allowed to race with a writer.
+    #[cfg(feature = "testing")]
     pub(crate) fn read_data(&self, pos: usize, out: &mut [u8]) {
         let n = out.len().min(self.ring.size());
         for (i, b) in out[..n].iter_mut().enumerate() {
@@ -255,6 +258,7 @@ impl Reserved<'_> {
     }
 
     /// The payload length.
+    #[cfg(feature = "testing")]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
