@@ -611,3 +611,53 @@ fn nul_in_a_path_is_invalid_path() {
         Err(Error::InvalidPath { path }) if path == p
     ));
 }
+
+/// Issue 8: `Wakeup::Sampled` follows `get_flags()` of the kernel's
+/// ringbuf_bench.c: just before the commit, the unconsumed bytes
+/// (`producer_pos - consumer_pos` as published, the records still BUSY
+/// included) pick FORCE_WAKEUP at or above the threshold, else NO_WAKEUP,
+/// whether or not the consumer had caught up.
+#[test]
+fn sampled_wakeups_start_at_the_threshold_of_unconsumed_bytes() {
+    let stride = bpf_ringbuf::abi::record_stride(8) as u64;
+    let sampled = Wakeup::Sampled {
+        threshold: 4 * stride,
+    };
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    // Caught up (0 == 0), yet below the threshold: no wakeup, where
+    // Wakeup::Default would have sent one.
+    let woke: Vec<bool> = (0..6)
+        .map(|_| ring.reserve(8).unwrap().submit(sampled))
+        .collect();
+    // 16, 32, 48 bytes: quiet; 64 (the threshold) and above: every commit
+    // forces one.
+    assert_eq!(woke, [false, false, false, true, true, true]);
+    assert_eq!(ring.wakeups(), 3);
+
+    // The reader catches up and publishes: the count starts again from 0.
+    reader.consume(|_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(ring.consumer_position(), ring.producer_position());
+    assert!(!ring.reserve(8).unwrap().submit(sampled));
+    assert!(!ring.reserve(8).unwrap().discard(sampled));
+    assert_eq!(ring.wakeups(), 3);
+
+    // Reserved records count before they are committed: with two more
+    // reserved, the first commit already sees 4 strides unconsumed.
+    let a = ring.reserve(8).unwrap();
+    let b = ring.reserve(8).unwrap();
+    assert!(b.discard(sampled), "discards follow the same rule");
+    assert!(a.submit(sampled));
+    assert_eq!(ring.wakeups(), 5);
+
+    // The edges: a threshold of 0 always wakes, u64::MAX never does.
+    reader.consume(|_| ControlFlow::Continue(())).unwrap();
+    assert!(!ring.reserve(8).unwrap().submit(Wakeup::Sampled {
+        threshold: u64::MAX
+    }));
+    assert!(ring
+        .reserve(8)
+        .unwrap()
+        .submit(Wakeup::Sampled { threshold: 0 }));
+    assert_eq!(ring.wakeups(), 6);
+}

@@ -1054,3 +1054,123 @@ fn read_only_descriptor_is_a_read_only_map_error() {
     // The refusal released the claim: a read-write reader opens.
     Reader::new(&ring).unwrap();
 }
+
+/// An edge-triggered epoll on a ring buffer's descriptor: each kernel wakeup
+/// of the ring (`wake_up_all(&rb->waitq)` from the commit's irq_work) is
+/// reported once, and nothing else is, so it counts wakeups, not data.
+struct EdgeWatch(OwnedFd);
+
+impl EdgeWatch {
+    fn new(ring: BorrowedFd<'_>) -> EdgeWatch {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: epoll_create1 has no memory preconditions.
+        let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(ep >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: `ep` is a new descriptor that nothing else owns.
+        let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: 0,
+        };
+        // SAFETY: both descriptors are open; `ev` is a valid epoll_event.
+        let r = unsafe {
+            libc::epoll_ctl(
+                ep.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                ring.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
+        EdgeWatch(ep)
+    }
+
+    /// Whether a wakeup arrives within `timeout` (the kernel sends it from
+    /// an irq_work, on this CPU, right after the commit: far sooner).
+    fn woken(&self, timeout: Duration) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+        loop {
+            // SAFETY: `ev` is a writable array of one epoll_event.
+            let n = unsafe {
+                libc::epoll_wait(
+                    self.0.as_raw_fd(),
+                    ev.as_mut_ptr(),
+                    1,
+                    timeout.as_millis() as i32,
+                )
+            };
+            match n {
+                0 => return false,
+                1 => return true,
+                _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+                _ => panic!("epoll_wait: {}", std::io::Error::last_os_error()),
+            }
+        }
+    }
+}
+
+/// Issue 8: a producer that samples its wakeups (`Wakeup::Sampled`, as the
+/// kernel's ringbuf_bench.c) commits with NO_WAKEUP while the unconsumed
+/// data (`bpf_ringbuf_query(BPF_RB_AVAIL_DATA)`, this record included) is
+/// below the threshold, so a consumer that has caught up and sleeps is not
+/// woken; at the threshold and above, every commit forces a wakeup.
+#[test]
+fn sampled_wakeups_start_at_the_threshold_of_unconsumed_bytes() {
+    privileged!();
+    const QUIET: Duration = Duration::from_millis(100);
+    let stride = bpf_ringbuf::abi::record_stride(8);
+
+    // The control: with default wakeups, the first record committed at the
+    // (caught-up) consumer position wakes the watcher.
+    let ring = RingBuf::create(page()).unwrap();
+    let watch = EdgeWatch::new(ring.as_fd());
+    let loud = KernelProducer::new(&ring, ProducerConfig::fixed(8)).unwrap();
+    assert_eq!(loud.produce(1).unwrap().submitted, 1);
+    assert!(
+        watch.woken(QUIET),
+        "a default commit wakes a caught-up consumer"
+    );
+
+    let ring = RingBuf::create(page()).unwrap();
+    let watch = EdgeWatch::new(ring.as_fd());
+    let sampled = KernelProducer::new(
+        &ring,
+        ProducerConfig {
+            wakeup: Wakeup::Sampled {
+                threshold: 4 * stride as u64,
+            },
+            ..ProducerConfig::fixed(8)
+        },
+    )
+    .unwrap();
+    let mut consumer = bpf_ringbuf::Consumer::new(&ring).unwrap();
+    let mut woke = Vec::new();
+    for _ in 0..6 {
+        assert_eq!(sampled.produce(1).unwrap().submitted, 1);
+        woke.push(watch.woken(QUIET));
+    }
+    // 16, 32, 48 bytes unconsumed: quiet; 64 (the threshold) and more: each
+    // commit wakes.
+    assert_eq!(woke, [false, false, false, true, true, true]);
+    assert_eq!(consumer.available_bytes(), 6 * stride);
+
+    // The consumer catches up and publishes: the count starts from 0 again.
+    let stats = consumer.consume(|_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(stats.records, 6);
+    assert_eq!(consumer.available_bytes(), 0);
+    let mut woke = Vec::new();
+    for _ in 0..4 {
+        assert_eq!(sampled.produce(1).unwrap().submitted, 1);
+        woke.push(watch.woken(QUIET));
+    }
+    assert_eq!(woke, [false, false, false, true]);
+
+    // Several records in one call: still below the threshold, no wakeup;
+    // the next record reaches it.
+    consumer.consume(|_| ControlFlow::Continue(())).unwrap();
+    assert_eq!(sampled.produce(3).unwrap().submitted, 3);
+    assert!(!watch.woken(QUIET));
+    assert_eq!(sampled.produce(1).unwrap().submitted, 1);
+    assert!(watch.woken(QUIET));
+}

@@ -26,6 +26,7 @@ const ALU64_RSH_K: u8 = 0x77;
 const ALU64_LSH_K: u8 = 0x67;
 const ALU64_MOD_K: u8 = 0x97;
 const JMP_JNE_K: u8 = 0x55;
+const JMP_JLT_X: u8 = 0xad;
 const JMP_CALL: u8 = 0x85;
 const JMP_EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
@@ -44,6 +45,11 @@ pub(crate) const FN_MAP_LOOKUP_ELEM: i32 = 1;
 pub(crate) const FN_RINGBUF_RESERVE: i32 = 131;
 pub(crate) const FN_RINGBUF_SUBMIT: i32 = 132;
 pub(crate) const FN_RINGBUF_DISCARD: i32 = 133;
+pub(crate) const FN_RINGBUF_QUERY: i32 = 134;
+
+/// `BPF_RB_AVAIL_DATA`: the `bpf_ringbuf_query` flag for the unconsumed bytes
+/// (`producer_pos - consumer_pos`).
+pub(crate) const BPF_RB_AVAIL_DATA: i32 = 0;
 
 /// The most instructions the kernel loads in one program with `CAP_BPF`
 /// (`BPF_COMPLEXITY_LIMIT_INSNS`; without it, `BPF_MAXINSNS` is 4096, but
@@ -86,9 +92,9 @@ impl Asm {
         self
     }
 
-    fn jump(&mut self, code: u8, dst: Reg, imm: i32, to: Label) -> &mut Self {
+    fn jump(&mut self, code: u8, dst: Reg, src: Reg, imm: i32, to: Label) -> &mut Self {
         self.fixups.push((self.insns.len(), to));
-        self.push(code, dst, 0, 0, imm)
+        self.push(code, dst, src, 0, imm)
     }
 
     pub(crate) fn mov_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
@@ -149,7 +155,11 @@ impl Asm {
         self.push(ATOMIC_DW, dst, src, off, BPF_ADD | BPF_FETCH)
     }
     pub(crate) fn jne_imm(&mut self, dst: Reg, imm: i32, to: Label) -> &mut Self {
-        self.jump(JMP_JNE_K, dst, imm, to)
+        self.jump(JMP_JNE_K, dst, 0, imm, to)
+    }
+    /// `if dst < src goto to` (unsigned).
+    pub(crate) fn jlt(&mut self, dst: Reg, src: Reg, to: Label) -> &mut Self {
+        self.jump(JMP_JLT_X, dst, src, 0, to)
     }
     pub(crate) fn call(&mut self, helper: i32) -> &mut Self {
         self.push(JMP_CALL, 0, 0, 0, helper)
@@ -218,6 +228,18 @@ mod tests {
         a.jne_imm(R0, 0, l).mov_imm(R0, 1).bind(l).exit();
         let p = a.finish().unwrap();
         assert_eq!(p[0].to_le_bytes()[2], 1, "skips one instruction");
+    }
+
+    #[test]
+    fn register_jumps_encode_both_registers() {
+        // if r0 < r2 goto +1 : ad 20 01 00 00 00 00 00
+        let mut a = Asm::default();
+        let l = a.label();
+        a.jlt(R0, R2, l).mov_imm(R0, 1).bind(l).exit();
+        assert_eq!(
+            a.finish().unwrap()[0].to_le_bytes(),
+            [0xad, 0x20, 1, 0, 0, 0, 0, 0]
+        );
     }
 
     /// A program whose first instruction jumps over `n` others.

@@ -34,7 +34,9 @@ use crate::sys::epoll::{Epoll, EventFd};
 /// * **Wakeups.** On commit the producer wakes the reader only if the
 ///   *published* consumer position equals the record's position (it had
 ///   caught up), or with [`Wakeup::ForceWakeup`]; never with
-///   [`Wakeup::NoWakeup`]. [`wakeups`](Self::wakeups) counts them.
+///   [`Wakeup::NoWakeup`]. [`Wakeup::Sampled`] picks one of the last two
+///   just before the commit, from the published positions.
+///   [`wakeups`](Self::wakeups) counts them.
 /// * **Readiness.** The descriptor a [`Reader`] of this ring sleeps on is an
 ///   eventfd, written by each wakeup. Like the kernel's ring descriptor under
 ///   level-triggered epoll, it then stays readable until the consumer has
@@ -264,12 +266,15 @@ impl FakeRing {
 
     /// Commits `r` and sends the wakeup the kernel would.
     fn commit(&self, r: Reserved<'_>, discard: bool, wakeup: Wakeup) -> bool {
+        // Before the commit, as `get_flags()` in the kernel's ringbuf_bench.c
+        // (Wakeup::Sampled): `bpf_ringbuf_query(BPF_RB_AVAIL_DATA)` is
+        // producer_pos - consumer_pos, both loaded with Acquire.
+        let available = self
+            .producer_position()
+            .wrapping_sub(self.consumer_position());
+        let flags = wakeup.flags(available as u64);
         let caught_up = r.commit(discard);
-        let wake = match wakeup {
-            Wakeup::ForceWakeup => true,
-            Wakeup::NoWakeup => false,
-            Wakeup::Default => caught_up,
-        };
+        let wake = Wakeup::kernel_wakes(flags, caught_up);
         if wake {
             self.wake.wakeups.fetch_add(1, Ordering::Relaxed);
             self.wake.ready.notify();

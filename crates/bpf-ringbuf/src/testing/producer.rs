@@ -31,14 +31,58 @@ pub enum Wakeup {
     NoWakeup,
     /// `BPF_RB_FORCE_WAKEUP` (2): always wake.
     ForceWakeup,
+    /// Sampled wakeups, as the kernel's ring buffer benchmark
+    /// (`tools/testing/selftests/bpf/progs/ringbuf_bench.c`, `get_flags()`)
+    /// and the tools that copied it: once the record is reserved and filled,
+    /// just before its commit, the producer asks for the unconsumed bytes
+    /// (`bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA)`: `producer_pos` minus
+    /// the *published* `consumer_pos`, so this record and every other one
+    /// reserved so far count) and commits with
+    /// [`ForceWakeup`](Self::ForceWakeup) when they are at least `threshold`
+    /// bytes, else with [`NoWakeup`](Self::NoWakeup).
+    ///
+    /// Bytes are ring bytes: each record counts its 8-byte header and its
+    /// padding (`abi::record_stride`). The benchmark's
+    /// `wakeup_data_size = sample_rate * 16` with 8-byte records is a wakeup
+    /// every `sample_rate` records for a consumer that is not reading.
+    ///
+    /// So a consumer that has caught up is *not* woken until `threshold`
+    /// bytes are waiting, and while at least `threshold` bytes stay unread,
+    /// every commit forces a wakeup.
+    Sampled {
+        /// The unconsumed bytes from which commits force a wakeup.
+        threshold: u64,
+    },
 }
 
 impl Wakeup {
-    fn flags(self) -> i32 {
+    /// `BPF_RB_NO_WAKEUP`.
+    const NO_WAKEUP: i32 = 1;
+    /// `BPF_RB_FORCE_WAKEUP`.
+    const FORCE_WAKEUP: i32 = 2;
+
+    /// The commit flag when `available` bytes are unconsumed just before the
+    /// commit (`bpf_ringbuf_query(map, BPF_RB_AVAIL_DATA)`). The generated
+    /// program makes the same choice in BPF (`commit_flags`).
+    pub(crate) fn flags(self, available: u64) -> i32 {
         match self {
             Wakeup::Default => 0,
-            Wakeup::NoWakeup => 1,
-            Wakeup::ForceWakeup => 2,
+            Wakeup::NoWakeup => Self::NO_WAKEUP,
+            Wakeup::ForceWakeup => Self::FORCE_WAKEUP,
+            Wakeup::Sampled { threshold } if available >= threshold => Self::FORCE_WAKEUP,
+            Wakeup::Sampled { .. } => Self::NO_WAKEUP,
+        }
+    }
+
+    /// Whether the kernel's `bpf_ringbuf_commit` wakes the consumer for a
+    /// commit with `flags`: always with `BPF_RB_FORCE_WAKEUP`, never with
+    /// `BPF_RB_NO_WAKEUP`, else only if the consumer had `caught_up`
+    /// (published `consumer_pos` == the record's position).
+    pub(crate) fn kernel_wakes(flags: i32, caught_up: bool) -> bool {
+        if flags & Self::FORCE_WAKEUP != 0 {
+            true
+        } else {
+            flags & Self::NO_WAKEUP == 0 && caught_up
         }
     }
 }
@@ -51,7 +95,7 @@ pub struct ProducerConfig {
     /// Discard (reserve, fill, then `bpf_ringbuf_discard`) every record whose
     /// sequence number `seq` has `(seq + 1) % k == 0`. `None`: discard nothing.
     pub discard_every: Option<u32>,
-    /// The commit flag.
+    /// The commit flag, or for [`Wakeup::Sampled`] the rule that picks it.
     pub wakeup: Wakeup,
 }
 
@@ -201,7 +245,8 @@ fn counters_for(map_id: u32) -> Result<Arc<OwnedFd>> {
 /// sequence number of the map with an atomic fetch-add, fills the record (see
 /// [`payload_word`](super::payload_word): the `u64` sequence number, the `u32`
 /// length, then a pattern derived from the sequence number), then submits or
-/// discards it with the configured flag. A failed reservation is counted as
+/// discards it with the configured flag (for [`Wakeup::Sampled`], chosen
+/// just before the commit). A failed reservation is counted as
 /// dropped and uses no sequence number, so the numbers of the records
 /// produced are contiguous from 0 for a new map.
 ///
@@ -362,7 +407,6 @@ fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Res
         a.mov_imm(R1, 1).atomic_fetch_add(R8, CTR_SIZE, R1);
         a.mod_imm(R1, sizes.len() as i32);
     }
-    let flags = config.wakeup.flags();
     let stat = |a: &mut Asm, slot: i16| {
         a.mov_imm(R1, 1)
             .atomic_add(R9, slot, R1)
@@ -392,15 +436,44 @@ fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Res
                 .add_imm(R2, 1)
                 .mod_imm(R2, k as i32)
                 .jne_imm(R2, 0, submit);
-            a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_DISCARD);
+            commit_flags(&mut a, config.wakeup, ring);
+            a.mov(R1, R7).call(FN_RINGBUF_DISCARD);
             stat(&mut a, STAT_DISCARDED);
             a.bind(submit);
         }
-        a.mov(R1, R7).mov_imm(R2, flags).call(FN_RINGBUF_SUBMIT);
+        commit_flags(&mut a, config.wakeup, ring);
+        a.mov(R1, R7).call(FN_RINGBUF_SUBMIT);
         stat(&mut a, STAT_SUBMITTED);
         a.bind(next);
     }
     a.finish()
+}
+
+/// `r2 = ` the commit flag for `wakeup` (see [`Wakeup::flags`]); clobbers
+/// r0 to r5. For [`Wakeup::Sampled`], as `get_flags()` in the kernel's
+/// `ringbuf_bench.c`, just before the commit:
+///
+/// ```text
+/// r1 = ring; r2 = BPF_RB_AVAIL_DATA; call bpf_ringbuf_query
+/// r3 = threshold                      ; a u64: ld_imm64
+/// r2 = BPF_RB_NO_WAKEUP
+/// if r0 < r3 goto +1                  ; unsigned, a local jump
+/// r2 = BPF_RB_FORCE_WAKEUP
+/// ```
+fn commit_flags(a: &mut Asm, wakeup: Wakeup, ring: i32) {
+    let Wakeup::Sampled { threshold } = wakeup else {
+        a.mov_imm(R2, wakeup.flags(0));
+        return;
+    };
+    let below = a.label();
+    a.ld_map_fd(R1, ring)
+        .mov_imm(R2, BPF_RB_AVAIL_DATA)
+        .call(FN_RINGBUF_QUERY);
+    a.ld_imm64(R3, threshold)
+        .mov_imm(R2, wakeup.flags(0))
+        .jlt(R0, R3, below)
+        .mov_imm(R2, wakeup.flags(threshold))
+        .bind(below);
 }
 
 /// `r0 = bpf_map_lookup_elem(map, r10 - 4)`, returning 0 from the program if
@@ -473,11 +546,19 @@ mod tests {
             RecordSize::Mixed(bytewise),
             RecordSize::Mixed(vec![8; n]),
         ] {
-            for discard_every in [None, Some(3)] {
+            for (discard_every, wakeup) in [
+                (None, Wakeup::Default),
+                (
+                    Some(3),
+                    Wakeup::Sampled {
+                        threshold: u64::MAX,
+                    },
+                ),
+            ] {
                 let cfg = ProducerConfig {
                     size: size.clone(),
                     discard_every,
-                    ..ProducerConfig::default()
+                    wakeup,
                 };
                 cfg.validate(1 << 20).unwrap();
                 let insns = program(&cfg, 3, 4, 5).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
