@@ -160,9 +160,43 @@ pub struct Consumer {
     /// The ring's descriptor (a duplicate of the caller's; or a fake ring's
     /// eventfd): readable while the kernel has unconsumed data.
     fd: OwnedFd,
+    /// Publish within a long [`consume`](Self::consume) every this many
+    /// ring bytes.
+    publish_every: usize,
     /// This process's claim on the map, released last, once no slice can
     /// be alive.
     _claim: Claim,
+}
+
+/// What a consumer has done since it was opened: a snapshot of counters that
+/// are always on ([`Consumer::stats`], [`Reader::stats`](crate::Reader::stats)).
+///
+/// They cost one add per record on the zero-copy path and nothing per record
+/// in [`consume`](Consumer::consume) (which counts in a register); the rest
+/// are counted once per batch or in the slow paths. `max_fill` close to the
+/// ring size warns that the producer is about to lose events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Records delivered: lent, copied, or passed to a callback.
+    pub records: u64,
+    /// Discarded records skipped.
+    pub discarded: u64,
+    /// Ring bytes handed back to the kernel (headers and padding included).
+    pub bytes: u64,
+    /// Stores of the consumer position (commits that moved it).
+    pub commits: u64,
+    /// The most bytes the kernel held unconsumed at any load of the producer
+    /// position: the ring's fill high-water mark (compare with the size).
+    pub max_fill: usize,
+    /// Times the reader went to sleep (or napped) on an empty ring.
+    pub sleeps: u64,
+    /// Times a sleep ended with a wakeup from the kernel (not a timeout,
+    /// flush or close).
+    pub wakeups: u64,
+    /// Times a read found the next record reserved but not committed and had
+    /// to wait for it.
+    pub busy_stalls: u64,
 }
 
 impl Consumer {
@@ -208,10 +242,44 @@ impl Consumer {
     }
 
     pub(crate) fn from_parts(cur: Cursor, fd: OwnedFd, claim: Claim) -> Consumer {
+        let publish_every = cur.raw().size() / 4;
         Consumer {
             cur,
             fd,
+            publish_every,
             _claim: claim,
+        }
+    }
+
+    /// Within one [`consume`](Self::consume) call, publish the consumer
+    /// position after every `bytes` ring bytes as well as at the end
+    /// (default: a quarter of the ring). A long drain then shows its progress
+    /// to the kernel, and to a BPF program that decides its wakeups from the
+    /// unconsumed data (`bpf_ringbuf_query(BPF_RB_AVAIL_DATA)`), at the cost
+    /// of one store per `bytes`, not per record. Zero-copy reads cannot do
+    /// this: their records stay lent until [`commit`](Self::commit).
+    pub fn set_publish_every(&mut self, bytes: usize) {
+        self.publish_every = bytes.max(crate::abi::HEADER_SIZE);
+    }
+
+    /// The cadence set by [`set_publish_every`](Self::set_publish_every).
+    pub fn publish_every(&self) -> usize {
+        self.publish_every
+    }
+
+    /// The counters since this consumer was opened (see [`Stats`]). The
+    /// waiting counters (`sleeps`, `wakeups`, `busy_stalls`) stay zero here:
+    /// a `Consumer` never waits; [`Reader::stats`](crate::Reader::stats)
+    /// fills them.
+    pub fn stats(&self) -> Stats {
+        let c = self.cur.counters();
+        Stats {
+            records: c.records.get(),
+            discarded: c.discarded.get(),
+            bytes: c.bytes.get(),
+            commits: c.commits.get(),
+            max_fill: c.max_fill.get(),
+            ..Stats::default()
         }
     }
 
@@ -310,9 +378,10 @@ impl Consumer {
     /// a producer that keeps up cannot keep it running. `f` returning
     /// [`ControlFlow::Break`] stops after that record, which counts as
     /// consumed. A corrupt header is returned as [`Error::Corrupt`] after the
-    /// records before it are committed. If `f` panics, nothing from this call
-    /// is committed: its records are delivered again (at-least-once).
-    /// Commits outstanding zero-copy reads first.
+    /// records before it are committed. The position is published at the end,
+    /// and every [`publish_every`](Self::publish_every) bytes within a long
+    /// drain. If `f` panics, the records after the last publish are delivered
+    /// again (at-least-once). Commits outstanding zero-copy reads first.
     ///
     /// ```no_run
     /// # fn main() -> bpf_ringbuf::Result<()> {
@@ -342,7 +411,9 @@ impl Consumer {
         F: FnMut(&[u8]) -> ControlFlow<()>,
     {
         self.cur.publish();
-        let (records, bytes, end) = self.cur.drain(budget.max_records, budget.max_bytes, f);
+        let (records, bytes, end) =
+            self.cur
+                .drain(budget.max_records, budget.max_bytes, self.publish_every, f);
         let stop = match end {
             DrainEnd::Empty => StopReason::Empty,
             DrainEnd::Budget => StopReason::Budget,

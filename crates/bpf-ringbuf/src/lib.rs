@@ -77,9 +77,19 @@
 //!   (spin, yield, then naps on epoll with the position published, so the
 //!   commit wakes them) until it is committed.
 //! * Each wakeup costs the producer (the BPF program's commit) far more than
-//!   the record itself. [`Reader::set_poll_interval`] trades latency for it:
-//!   an empty ring is looked at again every interval instead of sleeping for
-//!   the kernel's wakeup.
+//!   the record itself. [`Reader::set_wake_policy`] chooses how an empty ring
+//!   is waited for:
+//!
+//! | [`WakePolicy`] | latency | producer cost | choose it when |
+//! |---|---|---|---|
+//! | `Kernel` (default) | lowest | a wakeup whenever the reader had caught up | events are rare, or each must be seen at once |
+//! | `Interval(d)` | up to `d` | at most one default wakeup per nap | a steady stream with a latency budget |
+//! | `Adaptive { max_latency }` | up to `max_latency`, less when the ring fills | as `Interval` | bursty streams, small rings |
+//!
+//! Every policy answers a wakeup the producer forces (`BPF_RB_FORCE_WAKEUP`),
+//! a flush and a close at once. [`Reader::stats`] and [`Consumer::stats`]
+//! count records, discards, commits, sleeps, wakeups, BUSY stalls and the
+//! ring's fill high-water mark.
 //!
 //! # What this crate does not do
 //!
@@ -95,7 +105,7 @@
 //! [`Consumer`] is the non-blocking core: a cursor over one ring and the
 //! map's descriptor. Event loops (epoll, mio, tokio) drive it and sleep on
 //! its descriptor after [`Consumer::prepare_wait`]. [`Reader`] wraps a
-//! `Consumer` with blocking reads, deadlines, a poll interval, and a
+//! `Consumer` with blocking reads, deadlines, a [`WakePolicy`], and a
 //! [`ReaderHandle`] to flush or close it from another thread.
 //!
 //! # One error type
@@ -130,10 +140,10 @@ mod wait;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, StopReason};
+pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, StopReason};
 pub use error::{Error, Result};
 pub use map::RingBuf;
-pub use reader::{Batch, Reader};
+pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
 pub use wait::ReaderHandle;
 

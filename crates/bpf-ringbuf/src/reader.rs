@@ -5,7 +5,9 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::consumer::{Budget, ConsumeStats, Consumer, Readiness, Record};
+use std::cell::Cell;
+
+use crate::consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats};
 use crate::error::{Error, Result};
 use crate::ring::cursor::{Corruption, Head};
 use crate::ring::Peek;
@@ -61,8 +63,14 @@ pub struct Reader {
     /// The non-blocking core: cursor, mappings, descriptor and claim.
     core: Consumer,
     deadline: Option<Instant>,
-    /// Poll-interval mode: sleep this long instead of asking for a wakeup.
-    poll_interval: Option<Duration>,
+    /// How an empty ring is waited for.
+    policy: WakePolicy,
+    /// `Adaptive`: the current nap, between `MIN_NAP` and `max_latency`.
+    nap: Cell<Duration>,
+    /// Waiting telemetry (see [`Stats`]).
+    sleeps: Cell<u64>,
+    wakeups: Cell<u64>,
+    busy_stalls: Cell<u64>,
     shared: Arc<Shared>,
     /// Watches the core's descriptor and the eventfd of flush and close.
     waiter: Waiter,
@@ -84,7 +92,11 @@ impl Reader {
         Ok(Reader {
             core,
             deadline: None,
-            poll_interval: None,
+            policy: WakePolicy::Kernel,
+            nap: Cell::new(MIN_NAP),
+            sleeps: Cell::new(0),
+            wakeups: Cell::new(0),
+            busy_stalls: Cell::new(0),
             shared,
             waiter,
         })
@@ -360,38 +372,60 @@ impl Reader {
         self.deadline = deadline;
     }
 
-    /// Poll-interval mode. With `Some(interval)`, a blocking read that finds
-    /// the ring empty does not wait for the kernel's wakeup: it sleeps for
-    /// `interval` (or until the deadline, a flush or a close) and looks again.
-    /// `None` (the default) sleeps until the kernel wakes the reader.
-    ///
-    /// Why: each wakeup is paid by the **producer**, inside the BPF program's
-    /// commit (an `irq_work`, then waking the sleeping thread: tens of
-    /// microseconds per event on a VM, see BENCHMARKS.md). In poll-interval
-    /// mode the reader is behind the producer between its looks, and the
-    /// kernel queues a wakeup only for a record it finds the consumer caught
-    /// up with: at most one per look, and then no thread sleeps on the ring
-    /// to be woken. The reader collects records in batches. The price is latency:
-    /// up to `interval` before a record is seen. Records committed with
-    /// `BPF_RB_NO_WAKEUP` are picked up too.
+    /// How a blocking read waits for an empty ring: see [`WakePolicy`]
+    /// (default [`WakePolicy::Kernel`]).
     ///
     /// ```no_run
     /// # fn main() -> bpf_ringbuf::Result<()> {
     /// # let ring = bpf_ringbuf::RingBuf::create(1 << 20)?;
-    /// let mut reader = bpf_ringbuf::Reader::new(&ring)?;
-    /// reader.set_poll_interval(Some(std::time::Duration::from_millis(1)));
+    /// use std::time::Duration;
+    /// use bpf_ringbuf::{Reader, WakePolicy};
+    /// let mut reader = Reader::new(&ring)?;
+    /// // Spare the producer its wakeups, but never see a record later than 2 ms.
+    /// reader.set_wake_policy(WakePolicy::Adaptive { max_latency: Duration::from_millis(2) });
     /// # Ok(()) }
     /// ```
     ///
     /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
-    pub fn set_poll_interval(&mut self, interval: Option<Duration>) {
+    pub fn set_wake_policy(&mut self, policy: WakePolicy) {
         self.core.cursor_mut().publish();
-        self.poll_interval = interval;
+        self.policy = policy;
+        if let WakePolicy::Adaptive { max_latency } = policy {
+            self.nap
+                .set((max_latency / 8).clamp(MIN_NAP.min(max_latency), max_latency));
+        }
     }
 
-    /// The interval set by [`set_poll_interval`](Self::set_poll_interval).
+    /// The policy set by [`set_wake_policy`](Self::set_wake_policy).
+    pub fn wake_policy(&self) -> WakePolicy {
+        self.policy
+    }
+
+    /// `Some(interval)` is [`WakePolicy::Interval`]`(interval)`; `None` is
+    /// [`WakePolicy::Kernel`]. Kept for code written before wake policies.
+    ///
+    /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
+    pub fn set_poll_interval(&mut self, interval: Option<Duration>) {
+        self.set_wake_policy(interval.map_or(WakePolicy::Kernel, WakePolicy::Interval));
+    }
+
+    /// The interval of a [`WakePolicy::Interval`] policy, else `None`.
     pub fn poll_interval(&self) -> Option<Duration> {
-        self.poll_interval
+        match self.policy {
+            WakePolicy::Interval(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The counters since this reader was opened, waiting included (see
+    /// [`Stats`]).
+    pub fn stats(&self) -> Stats {
+        Stats {
+            sleeps: self.sleeps.get(),
+            wakeups: self.wakeups.get(),
+            busy_stalls: self.busy_stalls.get(),
+            ..self.core.stats()
+        }
     }
 
     /// The deadline set by [`set_deadline`](Self::set_deadline).
@@ -436,33 +470,107 @@ impl Reader {
     // ---- internals ------------------------------------------------------------
 
     /// The cached batch is used up: load the producer position, and wait
-    /// while the ring is empty. Returns when there is something at the cursor.
+    /// while the ring is empty, as the [`WakePolicy`] says. Returns when
+    /// there is something at the cursor.
     #[cold]
     #[inline(never)]
     fn refill(&self) -> Result<()> {
+        let mut yielded = false;
         loop {
-            if self.core.cursor().reload()? {
+            let cur = self.core.cursor();
+            if cur.reload()? {
                 return Ok(());
             }
             // Hand skipped discards back before returning an error, unless a
             // slice is lent (then `commit` will).
-            self.core.cursor().publish_unlent();
+            cur.publish_unlent();
             wait::check_stop(&self.shared, self.deadline)?;
+            if cur.is_lent() {
+                // Sleeping unpublished would sleep through new records, and
+                // publishing would end the lent slices: hand it back at once.
+                return Err(Error::CommitRequired);
+            }
+            if let WakePolicy::Kernel = self.policy {
+                // Caught up: don't sleep at once while records may still be
+                // arriving. One yield costs far less than the wakeup a sleep
+                // makes the producer pay, and in a busy stream it lets the
+                // producer run (measured on sampled-wakeup producers: it cut
+                // the sleeps about 40x; spinning instead is far worse, since
+                // a consumer always caught up makes every commit wake it).
+                if !yielded {
+                    yielded = true;
+                    std::thread::yield_now();
+                    continue;
+                }
+            }
             // Publish (past skipped discards, or the same value again: either
             // way it must be ordered before the re-check), fence, re-check:
             // see `ring` for why.
-            match self.core.cursor().publish_unlent_and_check_empty() {
+            match cur.publish_unlent_and_check_empty() {
                 None => return Err(Error::CommitRequired),
                 Some(false) => continue,
-                Some(true) => match self.poll_interval {
-                    None => self.waiter.sleep(&self.shared, self.deadline)?,
-                    Some(interval) => {
-                        // An interval too long to add to now (Duration::MAX)
-                        // means: until the deadline, a flush or a close.
-                        let until = earliest(Instant::now().checked_add(interval), self.deadline);
-                        self.waiter.nap(&self.shared, until)?;
+                Some(true) => match self.policy {
+                    WakePolicy::Kernel => {
+                        bump(&self.sleeps);
+                        if self.waiter.sleep(&self.shared, self.deadline)?.ring {
+                            bump(&self.wakeups);
+                        }
+                    }
+                    WakePolicy::Interval(d) => self.nap(d)?,
+                    WakePolicy::Adaptive { max_latency } => {
+                        let d = self.nap.get();
+                        self.nap(d)?;
+                        // Grow the nap while the ring stays empty; shrink it
+                        // fast when it was found filling.
+                        let fill = self
+                            .core
+                            .cursor()
+                            .known_fill()
+                            .max(self.core.available_bytes());
+                        let size = self.core.buffer_size();
+                        let next = if fill >= size / 4 {
+                            d / 4
+                        } else if fill == 0 {
+                            d.saturating_mul(2)
+                        } else {
+                            d
+                        };
+                        self.nap
+                            .set(next.clamp(MIN_NAP.min(max_latency), max_latency));
                     }
                 },
+            }
+        }
+    }
+
+    /// Naps up to `d` (and the deadline) on an empty ring, with the position
+    /// published and the ring's descriptor watched, so that a wakeup the
+    /// producer *forces* is answered at once. The kernel also wakes a
+    /// consumer that had caught up for the first record committed after it:
+    /// that one wakeup is not a request, so it is slept through unless the
+    /// ring is already filling (a quarter full). Any further wakeup within
+    /// the nap can only be forced: the nap ends. Flush and close end it too.
+    fn nap(&self, d: Duration) -> Result<()> {
+        // An interval too long to add to now (Duration::MAX) means: until
+        // the deadline, a flush or a close.
+        let until = earliest(Instant::now().checked_add(d), self.deadline);
+        let mut first = true;
+        bump(&self.sleeps);
+        loop {
+            let woke = self.waiter.sleep(&self.shared, until)?;
+            if woke.event {
+                return Ok(());
+            }
+            if woke.ring {
+                bump(&self.wakeups);
+                let filling = self.core.available_bytes() >= self.core.buffer_size() / 4;
+                if !first || filling {
+                    return Ok(());
+                }
+                first = false;
+            }
+            if until.is_some_and(|u| Instant::now() >= u) {
+                return Ok(());
             }
         }
     }
@@ -476,6 +584,7 @@ impl Reader {
     #[cold]
     #[inline(never)]
     fn stalled(&self) -> Result<()> {
+        bump(&self.busy_stalls);
         let mut step = 0u32;
         loop {
             wait::check_stop(&self.shared, self.deadline)?;
@@ -491,6 +600,58 @@ impl Reader {
             }
         }
     }
+}
+
+/// The shortest nap of [`WakePolicy::Adaptive`].
+const MIN_NAP: Duration = Duration::from_micros(50);
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get().wrapping_add(1));
+}
+
+/// How a blocking read waits when the ring is empty. Each wakeup from the
+/// kernel is paid by the **producer**, inside the BPF program's commit (an
+/// `irq_work`, then waking the sleeping thread: microseconds, tens of them on
+/// a VM); a reader that looks again on its own pays with latency instead.
+///
+/// | policy | latency | producer cost | choose it when |
+/// |---|---|---|---|
+/// | [`Kernel`](Self::Kernel) | lowest (a wakeup) | a wakeup whenever the reader had caught up | events are rare, or each must be seen at once |
+/// | [`Interval(d)`](Self::Interval) | up to `d` | at most one default wakeup per nap | a steady stream, a latency budget of `d` |
+/// | [`Adaptive { max_latency }`](Self::Adaptive) | up to `max_latency`, less when the ring fills | as `Interval` | bursty streams, small rings: naps grow while idle and shrink when the ring fills |
+///
+/// Every policy answers a wakeup that the producer **forces**
+/// (`BPF_RB_FORCE_WAKEUP`) at once, and a flush or close at once. Programs
+/// that sample their own wakeups (commit with `BPF_RB_NO_WAKEUP` until
+/// `bpf_ringbuf_query(BPF_RB_AVAIL_DATA)` reaches a threshold, then force)
+/// are served by every policy; see also
+/// [`Consumer::set_publish_every`](crate::Consumer::set_publish_every).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WakePolicy {
+    /// Sleep until the kernel wakes the reader: it does when it commits a
+    /// record at the position the reader published (the reader had caught
+    /// up), or when the producer forces it. Before sleeping, the reader
+    /// yields once and looks again, so a stream still arriving is read
+    /// without a sleep.
+    #[default]
+    Kernel,
+    /// Nap for this long on an empty ring, then look again. The reader is
+    /// behind the producer between its looks, so the kernel wakes it at most
+    /// once per nap, for the first record after it caught up (that wakeup is
+    /// slept through unless the ring is filling); a forced wakeup ends the
+    /// nap at once. Records committed with `BPF_RB_NO_WAKEUP` are picked up
+    /// at the next look.
+    Interval(Duration),
+    /// Like `Interval`, with a nap that adapts: it doubles while the ring is
+    /// found empty, up to `max_latency`, and shrinks to a quarter when the
+    /// ring is found a quarter full or more (down to 50 µs), so a steady
+    /// stream costs the producer no wakeups and a burst does not overflow a
+    /// small ring. A record waits at most `max_latency` (plus scheduling).
+    Adaptive {
+        /// The longest nap.
+        max_latency: Duration,
+    },
 }
 
 /// The earlier of two optional instants (`None` is "never").

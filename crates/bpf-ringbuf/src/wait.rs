@@ -120,33 +120,37 @@ impl Waiter {
     /// Sleeps until the ring or the eventfd is readable, or `deadline` passes.
     /// The caller has already published its position and re-checked (see
     /// [`crate::ring`]). Spurious returns are fine; the caller loops.
-    pub(crate) fn sleep(&self, shared: &Shared, deadline: Option<Instant>) -> Result<()> {
+    pub(crate) fn sleep(&self, shared: &Shared, deadline: Option<Instant>) -> Result<Woke> {
         let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 2];
         // EINTR comes back as 0 events: the caller loops and recomputes the
         // remaining time.
         let n = self.epoll.wait(&mut events, timeout)?;
+        let mut woke = Woke::default();
         for ev in &events[..n] {
             if ev.u64 == TOKEN_EVENT {
                 // Reset the eventfd so level-triggered epoll stops reporting
                 // it; the flags it announced are checked by the caller next.
                 shared.event.drain();
+                woke.event = true;
+            } else {
+                woke.ring = true;
             }
         }
-        Ok(())
-    }
-
-    /// Sleeps until `until` (or a flush or close), without asking the kernel
-    /// for a wakeup: the ring's descriptor is not watched. For the reader's
-    /// poll-interval mode.
-    pub(crate) fn nap(&self, shared: &Shared, until: Option<Instant>) -> Result<()> {
-        let timeout = until.map(|u| u.saturating_duration_since(Instant::now()));
-        if shared.event.wait_readable(timeout)? {
-            shared.event.drain();
-        }
-        Ok(())
+        Ok(woke)
     }
 }
+
+/// What ended a [`Waiter::sleep`]; neither is a timeout (or `EINTR`).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Woke {
+    /// The kernel woke the ring's waiters.
+    pub ring: bool,
+    /// A flush or close.
+    pub event: bool,
+}
+
+impl Waiter {}
 
 /// Backs off while the record at the head is BUSY (reserved, not committed):
 /// spins briefly, then yields, then returns how long to sleep (growing from

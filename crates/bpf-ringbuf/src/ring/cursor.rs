@@ -117,9 +117,33 @@ pub(crate) struct Cursor {
     published: Cell<usize>,
     /// A slice was lent since the last publish.
     lent: Cell<bool>,
+    /// Telemetry, counted where it costs least (see [`Counters`]).
+    counters: Counters,
     /// Owns the memory `ring` points into (the mappings); dropped, and so
     /// unmapped, with the consumer.
     _mem: Box<dyn Send + std::fmt::Debug>,
+}
+
+/// What a cursor has done, always counted. Per record only `records` moves
+/// (one add to memory on the zero-copy path; `drain` adds its local count
+/// once per call); the rest move once per batch or in the slow paths.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Records delivered (lent, copied or passed to a callback).
+    pub records: Cell<u64>,
+    /// Discarded records skipped.
+    pub discarded: Cell<u64>,
+    /// Ring bytes handed back to the kernel (headers and padding included).
+    pub bytes: Cell<u64>,
+    /// Stores of the consumer position that moved it.
+    pub commits: Cell<u64>,
+    /// The most bytes seen unconsumed by the kernel (producer position minus
+    /// published consumer position), at each load of the producer position.
+    pub max_fill: Cell<usize>,
+}
+
+fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get().wrapping_add(n));
 }
 
 /// The kernel's two mappings of a `BPF_MAP_TYPE_RINGBUF` map.
@@ -176,8 +200,48 @@ impl Cursor {
             prod: Cell::new(start),
             published: Cell::new(start),
             lent: Cell::new(false),
+            counters: Counters::default(),
             _mem: mem,
         })
+    }
+
+    /// Whether a slice was lent since the last publish.
+    #[inline]
+    pub(crate) fn is_lent(&self) -> bool {
+        self.lent.get()
+    }
+
+    /// The telemetry counters.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Records `pos` as published (the caller stores it to the ring): counts
+    /// the bytes handed back and the store.
+    #[inline]
+    fn mark_published(&self, pos: usize) {
+        let old = self.published.get();
+        if pos != old {
+            bump(&self.counters.bytes, pos.wrapping_sub(old) as u64);
+            bump(&self.counters.commits, 1);
+            self.published.set(pos);
+        }
+    }
+
+    /// Notes a freshly loaded producer position for the fill high-water mark.
+    #[inline]
+    fn note_fill(&self, prod: usize) {
+        let fill = prod.wrapping_sub(self.published.get());
+        if fill > self.counters.max_fill.get() {
+            self.counters.max_fill.set(fill);
+        }
+    }
+
+    /// Bytes unconsumed as the kernel sees them at the last producer load
+    /// (cached producer position minus published consumer position).
+    #[inline]
+    pub(crate) fn known_fill(&self) -> usize {
+        self.prod.get().wrapping_sub(self.published.get())
     }
 
     #[inline]
@@ -202,6 +266,7 @@ impl Cursor {
         let (len, next, ptr, _) = self.peek_next()?;
         self.pos.set(next);
         self.lent.set(true);
+        bump(&self.counters.records, 1);
         // SAFETY: `peek_record` returned a record at the cursor; the slice
         // borrows `self`, and the position is published past it only by
         // `publish(&mut self)` or, while nothing is lent, by `publish_unlent`
@@ -273,9 +338,10 @@ impl Cursor {
         buf.clear();
         buf.extend_from_slice(unsafe { ptr.slice(len) });
         self.pos.set(next);
-        self.published.set(next);
+        self.mark_published(next);
         self.lent.set(false);
         self.ring.publish(next);
+        bump(&self.counters.records, 1);
         Some(prod.wrapping_sub(next))
     }
 
@@ -288,7 +354,10 @@ impl Cursor {
             let pos = self.pos.get();
             match self.head() {
                 None => return Head::End,
-                Some(Peek::Discard { next }) => self.pos.set(next),
+                Some(Peek::Discard { next }) => {
+                    self.pos.set(next);
+                    bump(&self.counters.discarded, 1);
+                }
                 Some(Peek::Record { .. }) => return Head::Record,
                 Some(Peek::Busy) => return Head::Busy,
                 Some(Peek::Corrupt { len, available }) => {
@@ -321,6 +390,7 @@ impl Cursor {
             return Err(self.bad_producer(pos, prod));
         }
         self.prod.set(prod);
+        self.note_fill(prod);
         Ok(prod != pos)
     }
 
@@ -339,7 +409,7 @@ impl Cursor {
     pub(crate) fn publish(&mut self) {
         let pos = self.pos.get();
         if pos != self.published.get() {
-            self.published.set(pos);
+            self.mark_published(pos);
             self.lent.set(false);
             self.ring.publish(pos);
         }
@@ -351,7 +421,7 @@ impl Cursor {
     pub(crate) fn publish_unlent(&self) {
         let pos = self.pos.get();
         if !self.lent.get() && pos != self.published.get() {
-            self.published.set(pos);
+            self.mark_published(pos);
             self.ring.publish(pos);
         }
     }
@@ -365,7 +435,7 @@ impl Cursor {
             return None;
         }
         let pos = self.pos.get();
-        self.published.set(pos);
+        self.mark_published(pos);
         Some(self.ring.publish_and_check_empty(pos))
     }
 
@@ -376,7 +446,7 @@ impl Cursor {
     pub(crate) fn publish_unlent_and_check_busy(&self) -> bool {
         if !self.lent.get() {
             let pos = self.pos.get();
-            self.published.set(pos);
+            self.mark_published(pos);
             self.ring.publish_and_fence(pos);
         }
         matches!(self.head(), Some(Peek::Busy))
@@ -403,18 +473,22 @@ impl Cursor {
     /// [`publish`](Self::publish), then the wakeup fence and re-check.
     pub(crate) fn publish_and_check_empty(&mut self) -> bool {
         let pos = self.pos.get();
-        self.published.set(pos);
+        self.mark_published(pos);
         self.lent.set(false);
         self.ring.publish_and_check_empty(pos)
     }
 
     /// Delivers records up to the producer position loaded now, within the
-    /// budget, then publishes once. Returns (records, bytes, how it ended).
+    /// budget, then publishes once; and, within a drain longer than
+    /// `publish_every` ring bytes, after every `publish_every` bytes as well
+    /// (so a producer that samples the unconsumed data sees progress).
+    /// Returns (records, bytes, how it ended).
     #[inline]
     pub(crate) fn drain<F>(
         &mut self,
         max_records: usize,
         max_bytes: usize,
+        publish_every: usize,
         f: F,
     ) -> (usize, usize, DrainEnd)
     where
@@ -426,9 +500,9 @@ impl Cursor {
         // without its two compares per record.
         let size = self.ring.size();
         if max_records > size / HDR_SZ && max_bytes > size {
-            self.drain_loop::<F, false>(max_records, max_bytes, f)
+            self.drain_loop::<F, false>(max_records, max_bytes, publish_every, f)
         } else {
-            self.drain_loop::<F, true>(max_records, max_bytes, f)
+            self.drain_loop::<F, true>(max_records, max_bytes, publish_every, f)
         }
     }
 
@@ -440,6 +514,7 @@ impl Cursor {
         &mut self,
         max_records: usize,
         max_bytes: usize,
+        publish_every: usize,
         mut f: F,
     ) -> (usize, usize, DrainEnd)
     where
@@ -454,14 +529,27 @@ impl Cursor {
             self.publish();
             return (0, 0, DrainEnd::Corrupt(self.bad_producer(pos, prod)));
         }
+        self.prod.set(prod);
+        self.note_fill(prod);
         // Bytes produced past `pos`: `check_producer` bounded it by `size`,
         // and every stride taken from it below is checked against it first.
         let mut left = prod.wrapping_sub(pos);
+        // Publish once `left` falls to `stop` or below (a chunk of
+        // `publish_every` bytes is done): the loop's end test compares with
+        // `stop` instead of 0, so the cadence costs nothing per record.
+        let every = publish_every.max(HDR_SZ);
+        let mut stop = left.saturating_sub(every);
         let mut records = 0usize;
         let mut bytes = 0usize;
         let end = loop {
-            if left == 0 {
-                break DrainEnd::Empty;
+            if left <= stop {
+                if left == 0 {
+                    break DrainEnd::Empty;
+                }
+                // A chunk is done and more is there: hand it back now.
+                self.pos.set(pos);
+                self.publish();
+                stop = left.saturating_sub(every);
             }
             if BUDGET && (records >= max_records || bytes >= max_bytes) {
                 break DrainEnd::Budget;
@@ -475,6 +563,7 @@ impl Cursor {
                     (Peek::Discard { next }, _) => {
                         left -= next.wrapping_sub(pos);
                         pos = next;
+                        bump(&self.counters.discarded, 1);
                         continue;
                     }
                     (Peek::Busy, _) => break DrainEnd::Busy,
@@ -501,8 +590,8 @@ impl Cursor {
             }
         };
         self.pos.set(pos);
-        self.prod.set(prod);
         self.publish();
+        bump(&self.counters.records, records as u64);
         (records, bytes, end)
     }
 }

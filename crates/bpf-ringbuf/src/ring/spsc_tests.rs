@@ -112,7 +112,7 @@ fn producer_thread_and_consumer_agree() {
     while next <= last {
         turn += 1;
         if turn % 2 == 0 {
-            cur.drain(7, usize::MAX, |rec| {
+            cur.drain(7, usize::MAX, 64, |rec| {
                 expect(&mut next, rec);
                 ControlFlow::Continue(())
             });

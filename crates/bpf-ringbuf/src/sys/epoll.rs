@@ -168,34 +168,6 @@ impl EventFd {
     }
 }
 
-impl EventFd {
-    /// `ppoll({fd, POLLIN}, timeout)`: waits until the eventfd is readable or
-    /// `timeout` passes, with nanosecond resolution. `EINTR` counts as a
-    /// timeout; the caller loops.
-    pub(crate) fn wait_readable(&self, timeout: Option<Duration>) -> Result<bool, Error> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ts = timeout.map(timespec);
-        let ts_ptr = ts
-            .as_ref()
-            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: one valid pollfd, a valid timespec or NULL (forever), no
-        // signal mask change.
-        let ret = unsafe { libc::ppoll(&mut pfd, 1, ts_ptr, std::ptr::null()) };
-        if ret < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                return Ok(false);
-            }
-            return Err(Error::from_syscall("ppoll", err));
-        }
-        Ok(ret > 0)
-    }
-}
-
 impl AsFd for EventFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
