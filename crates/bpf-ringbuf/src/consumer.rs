@@ -273,11 +273,12 @@ impl Consumer {
     /// fills them.
     pub fn stats(&self) -> Stats {
         let c = self.cur.counters();
+        let copied = c.copied.get();
         Stats {
-            records: c.records.get(),
+            records: c.records.get().wrapping_add(copied),
             discarded: c.discarded.get(),
-            bytes: c.bytes.get(),
-            commits: c.commits.get(),
+            bytes: self.cur.bytes_published(),
+            commits: c.commits.get().wrapping_add(copied),
             max_fill: c.max_fill.get(),
             ..Stats::default()
         }

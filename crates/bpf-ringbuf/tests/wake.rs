@@ -251,3 +251,44 @@ fn a_long_consume_publishes_every_n_bytes() {
     assert_eq!(ring.consumer_position(), 16_000);
     assert_eq!(c.stats().commits, 10);
 }
+
+/// A record that wakes nobody (`BPF_RB_NO_WAKEUP`) is seen by the next look
+/// of a napping reader: its latency is bounded by the nap (here only "it is
+/// seen"; the benchmark measures how soon).
+#[test]
+fn a_nap_bounds_the_latency_of_records_that_wake_nobody() {
+    for policy in [
+        WakePolicy::Interval(Duration::from_millis(20)),
+        WakePolicy::Adaptive {
+            max_latency: Duration::from_millis(20),
+        },
+    ] {
+        let ring = std::sync::Arc::new(FakeRing::new(page_size()).unwrap());
+        let mut reader = ring.reader().unwrap();
+        reader.set_wake_policy(policy);
+        let (tx, rx) = mpsc::channel();
+        let t = thread::spawn(move || {
+            for _ in 0..3 {
+                let rec = reader.read().unwrap();
+                tx.send(rec.data).unwrap();
+            }
+            reader.stats()
+        });
+        for i in 0..3u8 {
+            thread::sleep(Duration::from_millis(30));
+            ring.output(&[i; 8], Wakeup::NoWakeup).unwrap();
+            // Without the nap's bound it would wait forever: nothing wakes
+            // the reader. (How soon is the benchmark's to measure.)
+            let data = rx
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_else(|_| panic!("{policy:?}: a NO_WAKEUP record was never seen"));
+            assert_eq!(data, [i; 8]);
+        }
+        let stats = t.join().unwrap();
+        assert_eq!(
+            stats.wakeups, 0,
+            "{policy:?}: NO_WAKEUP woke the reader: {stats:?}"
+        );
+        assert!(stats.sleeps >= 3, "{policy:?}: {stats:?}");
+    }
+}

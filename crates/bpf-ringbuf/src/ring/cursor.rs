@@ -119,6 +119,9 @@ pub(crate) struct Cursor {
     lent: Cell<bool>,
     /// Telemetry, counted where it costs least (see [`Counters`]).
     counters: Counters,
+    /// The consumer position this cursor started at: the bytes handed back
+    /// are the published position minus it (positions only grow).
+    start: usize,
     /// Owns the memory `ring` points into (the mappings); dropped, and so
     /// unmapped, with the consumer.
     _mem: Box<dyn Send + std::fmt::Debug>,
@@ -129,13 +132,14 @@ pub(crate) struct Cursor {
 /// once per call); the rest move once per batch or in the slow paths.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// Records delivered (lent, copied or passed to a callback).
+    /// Records delivered lent or passed to a callback.
     pub records: Cell<u64>,
+    /// Records copied out and published one by one (each is a record and a
+    /// commit: one add instead of two on the copying path).
+    pub copied: Cell<u64>,
     /// Discarded records skipped.
     pub discarded: Cell<u64>,
-    /// Ring bytes handed back to the kernel (headers and padding included).
-    pub bytes: Cell<u64>,
-    /// Stores of the consumer position that moved it.
+    /// Stores of the consumer position that moved it, besides `copied`.
     pub commits: Cell<u64>,
     /// The most bytes seen unconsumed by the kernel (producer position minus
     /// published consumer position), at each load of the producer position.
@@ -201,6 +205,7 @@ impl Cursor {
             published: Cell::new(start),
             lent: Cell::new(false),
             counters: Counters::default(),
+            start,
             _mem: mem,
         })
     }
@@ -216,13 +221,16 @@ impl Cursor {
         &self.counters
     }
 
+    /// Ring bytes handed back to the kernel since this cursor started.
+    pub(crate) fn bytes_published(&self) -> u64 {
+        self.published.get().wrapping_sub(self.start) as u64
+    }
+
     /// Records `pos` as published (the caller stores it to the ring): counts
-    /// the bytes handed back and the store.
+    /// the store.
     #[inline]
     fn mark_published(&self, pos: usize) {
-        let old = self.published.get();
-        if pos != old {
-            bump(&self.counters.bytes, pos.wrapping_sub(old) as u64);
+        if pos != self.published.get() {
             bump(&self.counters.commits, 1);
             self.published.set(pos);
         }
@@ -338,10 +346,10 @@ impl Cursor {
         buf.clear();
         buf.extend_from_slice(unsafe { ptr.slice(len) });
         self.pos.set(next);
-        self.mark_published(next);
+        self.published.set(next);
         self.lent.set(false);
         self.ring.publish(next);
-        bump(&self.counters.records, 1);
+        bump(&self.counters.copied, 1);
         Some(prod.wrapping_sub(next))
     }
 
