@@ -259,9 +259,21 @@ fn poll_interval_read_zero_copy_allocates_nothing() {
     if !privileged_or_skip("poll_interval_read_zero_copy_allocates_nothing") {
         return;
     }
+    for policy in [
+        bpf_ringbuf::WakePolicy::Interval(std::time::Duration::from_millis(1)),
+        bpf_ringbuf::WakePolicy::Adaptive {
+            max_latency: std::time::Duration::from_millis(1),
+        },
+        bpf_ringbuf::WakePolicy::Kernel,
+    ] {
+        napping_reads_allocate_nothing(policy);
+    }
+}
+
+fn napping_reads_allocate_nothing(policy: bpf_ringbuf::WakePolicy) {
     let mut s = setup(RecordSize::Mixed(vec![8, 64, 200, 1000]));
     let mut reader = Reader::new(&s.ring).expect("reader");
-    reader.set_poll_interval(Some(std::time::Duration::from_millis(1)));
+    reader.set_wake_policy(policy);
     reader.set_deadline(Some(Instant::now()));
     let warm = s.fill(100);
     for _ in 0..warm {
@@ -296,7 +308,7 @@ fn poll_interval_read_zero_copy_allocates_nothing() {
         });
         assert_eq!(
             allocs, 0,
-            "read_zero_copy in poll-interval mode allocated {allocs} times for {n} records and its naps"
+            "read_zero_copy with {policy:?} allocated {allocs} times for {n} records and its naps"
         );
     }
 }
