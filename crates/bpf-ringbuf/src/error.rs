@@ -195,6 +195,34 @@ pub enum Error {
         reason: String,
     },
 
+    /// A typed view ([`RecordExt`](crate::RecordExt), feature `zerocopy`):
+    /// the record's length does not fit the type.
+    #[cfg(feature = "zerocopy")]
+    #[error("record of {actual} bytes cannot be viewed as {type_name}, which needs {expected}")]
+    RecordSize {
+        /// The type asked for (`std::any::type_name`).
+        type_name: &'static str,
+        /// The length that type needs.
+        expected: crate::ExpectedSize,
+        /// The record's length.
+        actual: usize,
+    },
+
+    /// A typed view ([`RecordExt`](crate::RecordExt), feature `zerocopy`):
+    /// the record's address is not aligned for the type. A record read in
+    /// place is 8-aligned, so this happens only for types aligned to more
+    /// than 8, or for copies and subslices.
+    #[cfg(feature = "zerocopy")]
+    #[error("record at address {addr:#x} is not aligned for {type_name}, which needs {align}-byte alignment (a record read in place is only guaranteed 8)")]
+    RecordMisaligned {
+        /// The type asked for (`std::any::type_name`).
+        type_name: &'static str,
+        /// The record's address.
+        addr: usize,
+        /// The alignment the type needs.
+        align: usize,
+    },
+
     /// Any other system call failure.
     #[error("{call} failed")]
     Syscall {
@@ -251,6 +279,8 @@ impl From<Error> for io::Error {
             }
             #[cfg(feature = "testing")]
             Error::ProgramRejected { source, .. } => source.kind(),
+            #[cfg(feature = "zerocopy")]
+            Error::RecordSize { .. } | Error::RecordMisaligned { .. } => io::ErrorKind::InvalidData,
             Error::Syscall { source, .. } => source.kind(),
         };
         io::Error::new(kind, e)

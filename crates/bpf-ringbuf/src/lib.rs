@@ -139,12 +139,16 @@ mod wait;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "zerocopy")]
+mod typed;
 
 pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, StopReason};
 pub use error::{Error, Result};
 pub use map::RingBuf;
 pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
+#[cfg(feature = "zerocopy")]
+pub use typed::{view, view_prefix, view_slice, ExpectedSize, RecordExt};
 pub use wait::ReaderHandle;
 
 /// The runtime page size (`sysconf(_SC_PAGESIZE)`). Ring sizes are multiples of it.
