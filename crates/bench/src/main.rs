@@ -2,6 +2,7 @@
 
 mod libs;
 mod ours;
+mod policies;
 mod raw;
 mod report;
 
@@ -12,7 +13,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use bpf_ringbuf::testing::{KernelProducer, ProducerConfig, RecordSize, Wakeup};
-use bpf_ringbuf::RingBuf;
+use bpf_ringbuf::{RingBuf, Stats, WakePolicy};
 
 /// Errors from any library, the kernel or a failed check.
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -40,6 +41,10 @@ pub trait Consumer {
     /// One call of the library's own blocking wait (bounded by `timeout_ms`),
     /// followed by consuming what is there.
     fn step(&mut self, t: &mut Tally, timeout_ms: i32) -> Res<()>;
+    /// The reader's telemetry (ours only).
+    fn stats(&self) -> Option<Stats> {
+        None
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,11 +64,18 @@ pub enum Kind {
     /// `read_zero_copy` in poll-interval mode (1 ms): stream and producer
     /// cost only; its drain is `OursZeroCopy`'s.
     OursPoll,
+    /// `wait` + `consume` with `WakePolicy::Interval(POLL_INTERVAL)`: a wake
+    /// policy (issue 8); its drain is `OursConsume`'s.
+    OursInterval,
+    /// `wait` + `consume` with `WakePolicy::Adaptive { max_latency:
+    /// ADAPTIVE_MAX_LATENCY }`; its drain is `OursConsume`'s.
+    OursAdaptive,
 }
 
 impl Kind {
-    /// Every consumer, in report order. `OursPoll` is last,
-    /// so the drain consumers (`DRAIN`) have the same index in both lists.
+    /// Every consumer, in report order. The ones that only differ in how
+    /// they wait (`WAIT_ONLY` of them) are last, so the drain consumers
+    /// (`DRAIN`) have the same index in both lists.
     pub const ALL: &'static [Kind] = &[
         Kind::OursZeroCopy,
         Kind::OursTryZeroCopy,
@@ -76,10 +88,16 @@ impl Kind {
         Kind::RawRef,
         Kind::RawCopy,
         Kind::OursPoll,
+        Kind::OursInterval,
+        Kind::OursAdaptive,
     ];
+    /// How many kinds at the end of `ALL` differ from a drain consumer only
+    /// in their wait.
+    const WAIT_ONLY: usize = 3;
     /// The consumers of the drain scenario and the callgrind table: all but
-    /// `OursPoll`, whose drain is the same code as `OursZeroCopy`'s.
-    pub const DRAIN: &'static [Kind] = Kind::ALL.split_at(Kind::ALL.len() - 1).0;
+    /// the wait-only ones, whose drain is the same code as `OursZeroCopy`'s
+    /// or `OursConsume`'s.
+    pub const DRAIN: &'static [Kind] = Kind::ALL.split_at(Kind::ALL.len() - Kind::WAIT_ONLY).0;
     pub fn label(self) -> &'static str {
         match self {
             Kind::OursZeroCopy => "ours `read_zero_copy` + one `commit` per drain",
@@ -93,6 +111,10 @@ impl Kind {
             Kind::LibbpfRs => "libbpf-rs `RingBuffer::consume`",
             Kind::Aya => "aya `RingBuf::next`",
             Kind::OursPoll => "ours `read_zero_copy`, poll interval 1 ms",
+            Kind::OursInterval => "ours `wait` + `consume`, `WakePolicy::Interval(1 ms)`",
+            Kind::OursAdaptive => {
+                "ours `wait` + `consume`, `WakePolicy::Adaptive { max_latency: 1 ms }`"
+            }
         }
     }
 }
@@ -110,37 +132,62 @@ pub fn make(kind: Kind, ring: &RingBuf) -> Res<Box<dyn Consumer + '_>> {
         Kind::LibbpfRs => Box::new(libs::LibbpfRs::new(ring.as_fd())?),
         Kind::Aya => Box::new(libs::Aya::new(ring.as_fd())?),
         Kind::OursPoll => Box::new(ours::Ours::new(ring, ours::Mode::Poll(POLL_INTERVAL))?),
+        Kind::OursInterval => Box::new(ours::Ours::with_policy(
+            ring,
+            ours::Mode::Consume,
+            WakePolicy::Interval(POLL_INTERVAL),
+        )?),
+        Kind::OursAdaptive => Box::new(ours::Ours::with_policy(
+            ring,
+            ours::Mode::Consume,
+            WakePolicy::Adaptive {
+                max_latency: ADAPTIVE_MAX_LATENCY,
+            },
+        )?),
     })
 }
 
-/// The interval of `OursPoll`.
+/// The interval of `OursPoll` and `OursInterval`.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// `OursAdaptive`'s `max_latency` (the labels say 1 ms).
+pub const ADAPTIVE_MAX_LATENCY: Duration = Duration::from_millis(1);
 
-fn new_ring(size: usize) -> Res<RingBuf> {
+pub fn new_ring(size: usize) -> Res<RingBuf> {
     Ok(RingBuf::create(size)?)
 }
 
 /// The crate's kernel producer, plus what each call promises the consumer.
 pub struct Producer {
     p: KernelProducer,
+    /// A second program on the same map (so the same sequence counter) that
+    /// commits with `BPF_RB_FORCE_WAKEUP`: a load ends with one record from
+    /// it, so that no consumer waits out its timeout for the last records.
+    force: KernelProducer,
     size: usize,
 }
 
 pub struct Produced {
     pub expect: Tally,
+    /// The sequence number of the first record submitted.
+    pub first_seq: u64,
     pub dropped: u64,
     pub ns_per_run: u64,
 }
 
 impl Producer {
     pub fn new(ring: &RingBuf, size: usize) -> Res<Self> {
-        let cfg = ProducerConfig {
+        Self::with_wakeup(ring, size, Wakeup::Default)
+    }
+
+    pub fn with_wakeup(ring: &RingBuf, size: usize, wakeup: Wakeup) -> Res<Self> {
+        let cfg = |wakeup| ProducerConfig {
             size: RecordSize::Fixed(size),
             discard_every: None,
-            wakeup: Wakeup::Default,
+            wakeup,
         };
         Ok(Self {
-            p: KernelProducer::new(ring, cfg)?,
+            p: KernelProducer::new(ring, cfg(wakeup))?,
+            force: KernelProducer::new(ring, cfg(Wakeup::ForceWakeup))?,
             size,
         })
     }
@@ -149,10 +196,19 @@ impl Producer {
     /// sequence numbers `[next_seq, next_seq + submitted)` (a failed
     /// reservation takes none), which gives the expected sum.
     pub fn produce(&mut self, n: u64) -> Res<Produced> {
-        let lo = self.p.next_seq()?;
-        let rep = self.p.produce(n)?;
+        Self::run(&self.p, self.size, n)
+    }
+
+    /// One record committed with `BPF_RB_FORCE_WAKEUP`.
+    pub fn produce_forced(&mut self) -> Res<Produced> {
+        Self::run(&self.force, self.size, 1)
+    }
+
+    fn run(p: &KernelProducer, size: usize, n: u64) -> Res<Produced> {
+        let lo = p.next_seq()?;
+        let rep = p.produce(n)?;
         let s = rep.submitted;
-        if self.p.next_seq()? != lo + s + rep.discarded {
+        if p.next_seq()? != lo + s + rep.discarded {
             return Err("sequence counter moved by someone else".into());
         }
         let tri = |x: u64| (x as u128) * (x as u128).saturating_sub(1) / 2; // 0 + 1 + .. + (x-1)
@@ -161,8 +217,9 @@ impl Producer {
             expect: Tally {
                 count: s,
                 seq_sum: sum,
-                bytes: s * self.size as u64,
+                bytes: s * size as u64,
             },
+            first_seq: lo,
             dropped: rep.dropped,
             ns_per_run: u64::from(rep.ns_per_run),
         })
@@ -224,6 +281,10 @@ pub struct Opts {
     pub stream_rings: Vec<usize>,
     pub cost_events: usize,
     pub cost_pause: Duration,
+    /// Warm-up and measured rounds of the wake-policy scenario.
+    pub policy_warmup: usize,
+    pub policy_rounds: usize,
+    pub quick: bool,
     pub scenarios: Vec<String>,
 }
 
@@ -237,6 +298,10 @@ pub struct DrainRow {
     pub reps: u64,
     /// ns per record, per measured round, per kind (index = Kind::DRAIN position).
     pub ns: Vec<Vec<f64>>,
+    /// `Reader::stats()` of the `consume` reader after this size's rounds
+    /// (it has read this ring since it was opened), and the records it was
+    /// given in that time.
+    pub consume_stats: Option<(Stats, u64)>,
 }
 
 pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
@@ -250,6 +315,8 @@ pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
             .zip(&rings)
             .map(|(&k, r)| make(k, r))
             .collect::<Res<_>>()?;
+        let consume = kinds.iter().position(|&k| k == Kind::OursConsume);
+        let mut consume_given = 0u64;
         for &size in &o.rec_sizes {
             let stride = (size + 8).next_multiple_of(8);
             let n = (rsize / stride - 1) as u64;
@@ -279,6 +346,9 @@ pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
                         cons[i].drain(&mut t)?;
                         best = best.min(start.elapsed());
                         check(kinds[i].label(), &t, &p.expect);
+                        if Some(i) == consume {
+                            consume_given += n;
+                        }
                     }
                     if round >= o.warmup {
                         ns[i].push(best.as_nanos() as f64 / n as f64);
@@ -297,6 +367,9 @@ pub fn drain(o: &Opts) -> Res<Vec<DrainRow>> {
                 reps,
                 records: n,
                 ns,
+                consume_stats: consume
+                    .and_then(|i| cons[i].stats())
+                    .map(|st| (st, consume_given)),
             });
         }
     }
@@ -323,104 +396,249 @@ pub struct StreamRound {
     /// The longest time between the ends of two successive drains of the
     /// consumer (its wait, its drain, and any time it was not running), in µs.
     pub max_step_us: f64,
+    /// The producer's own time per program run, as `BPF_PROG_TEST_RUN`
+    /// reports it, averaged over the run's records.
+    pub prod_ns_per_rec: f64,
+    /// Latency from commit to delivery of every `LAT_EVERY`-th record, ns.
+    pub latency_ns: Vec<u64>,
+    /// Records delivered (the final forced record included).
+    pub records: u64,
+    /// The reader's telemetry at the end of the run (ours only).
+    pub stats: Option<Stats>,
 }
 
-/// What the stream consumer thread hands back: its tally, longest step,
-/// wait calls, (CPU ns, voluntary and involuntary context switches) and
-/// elapsed time.
-type ConsumerRun = (Tally, Duration, u64, (u64, u64, u64), Duration);
+/// How the producer thread produces during one run.
+#[derive(Clone, Copy, Debug)]
+pub struct Load {
+    /// Program runs (records, or failed reserves) to make.
+    pub total: u64,
+    /// Runs per `produce` call (one `BPF_PROG_TEST_RUN`).
+    pub chunk: u64,
+    /// `Some((calls, pause))`: the producer sleeps `pause` after every
+    /// `calls` calls.
+    pub bursts: Option<(u64, Duration)>,
+    /// The producer stops after this long even if `total` is not reached.
+    pub max_time: Duration,
+}
 
+impl Load {
+    /// `total` runs in calls of `chunk`, back to back.
+    pub fn steady(total: u64, chunk: u64) -> Load {
+        Load {
+            total,
+            chunk,
+            bursts: None,
+            max_time: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Latency is computed for every record whose sequence number is a
+/// multiple of this.
+pub const LAT_EVERY: u64 = 4;
+
+/// One `produce` call of a run: its first sequence number, the records it
+/// submitted, and when it started and returned (ns after the run's base).
+struct Call {
+    first_seq: u64,
+    n: u64,
+    t0: u64,
+    t1: u64,
+}
+
+/// What the stream consumer thread hands back.
+struct ConsumerRun {
+    t: Tally,
+    max_step: Duration,
+    waits: u64,
+    /// CPU ns, voluntary and involuntary context switches.
+    usage: (u64, u64, u64),
+    elapsed: Duration,
+    /// (records delivered so far, ns after the run's base) at the end of
+    /// every step that delivered records.
+    steps: Vec<(u64, u64)>,
+    stats: Option<Stats>,
+}
+
+/// Latency from commit to delivery, in ns, of every `LAT_EVERY`-th record.
+/// A record is delivered when the step (wait + drain) that handed it to
+/// the application returns; record `i` of a call of `n` that ran from `t0`
+/// to `t1` is taken as committed at `t0 + (t1 - t0) (i + 1) / n` (the
+/// program runs back to back inside the call).
+fn latencies(calls: &[Call], steps: &[(u64, u64)]) -> Vec<u64> {
+    let Some(seq0) = calls.first().map(|c| c.first_seq) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for c in calls {
+        for i in 0..c.n {
+            let seq = c.first_seq + i;
+            if !seq.is_multiple_of(LAT_EVERY) {
+                continue;
+            }
+            let commit = c.t0 + (c.t1 - c.t0) * (i + 1) / c.n;
+            let j = steps.partition_point(|&(count, _)| count <= seq - seq0);
+            if let Some(&(_, at)) = steps.get(j) {
+                out.push(at.saturating_sub(commit));
+            }
+        }
+    }
+    out
+}
+
+/// One run of `load` with `kind` consuming on CPU 1 while the producer runs
+/// on CPU 0. With no consumer (`None`) the producer thread drains the ring
+/// itself between its calls, outside the program runs it times.
 pub fn stream_once(
-    kind: Kind,
+    kind: Option<Kind>,
     ring: &RingBuf,
     prod: &mut Producer,
-    total: u64,
+    load: &Load,
 ) -> Res<StreamRound> {
-    const CHUNK: u64 = 256;
     let done = AtomicBool::new(false);
     let submitted = AtomicU64::new(0);
     // When the producer finished, in ns after `base` (valid once `done`).
     let base = Instant::now();
     let end_ns = AtomicU64::new(0);
-    let go = Barrier::new(2);
-    let mut out = StreamRound::default();
-    std::thread::scope(|s| -> Res<()> {
-        let cons = s.spawn(|| -> Res<ConsumerRun> {
-            pin_to_cpu(1);
-            let mut c = make(kind, ring)?;
-            go.wait();
-            let start = Instant::now();
-            let (cpu0, csw0, pre0) = thread_usage();
-            let mut t = Tally::default();
-            let mut waits = 0u64;
-            let mut max_step = Duration::ZERO;
-            let mut prev = start;
-            loop {
-                // The longest time between the ends of two successive
-                // drains: the step (wait + drain) plus anything between
-                // steps, such as a preemption of this thread. Only time
-                // while the producer runs counts: an iteration during which
-                // it finishes counts up to its end (so a stall that spans
-                // the end is seen), not the timeout the last wait may sit
-                // out after the final record.
-                let producing = !done.load(Ordering::Acquire);
-                c.step(&mut t, 10)?;
-                let now = Instant::now();
-                if producing {
-                    let until = if done.load(Ordering::Acquire) {
-                        now.min(base + Duration::from_nanos(end_ns.load(Ordering::Relaxed)))
-                    } else {
-                        now
-                    };
-                    max_step = max_step.max(until.saturating_duration_since(prev));
+    let go = Barrier::new(if kind.is_some() { 2 } else { 1 });
+    std::thread::scope(|s| -> Res<StreamRound> {
+        let cons = kind.map(|kind| {
+            let (done, submitted, go, end_ns, base) = (&done, &submitted, &go, &end_ns, &base);
+            s.spawn(move || -> Res<ConsumerRun> {
+                pin_to_cpu(1);
+                let mut c = make(kind, ring)?;
+                go.wait();
+                let start = Instant::now();
+                let (cpu0, csw0, pre0) = thread_usage();
+                let mut t = Tally::default();
+                let mut waits = 0u64;
+                let mut max_step = Duration::ZERO;
+                let mut prev = start;
+                let mut steps = Vec::new();
+                loop {
+                    // The longest time between the ends of two successive
+                    // drains: the step (wait + drain) plus anything between
+                    // steps, such as a preemption of this thread. Only time
+                    // while the producer runs counts: an iteration during
+                    // which it finishes counts up to its end (so a stall
+                    // that spans the end is seen), not the timeout the last
+                    // wait may sit out after the final record.
+                    let producing = !done.load(Ordering::Acquire);
+                    let before = t.count;
+                    c.step(&mut t, 10)?;
+                    let now = Instant::now();
+                    if t.count != before {
+                        steps.push((t.count, now.duration_since(*base).as_nanos() as u64));
+                    }
+                    if producing {
+                        let until = if done.load(Ordering::Acquire) {
+                            now.min(*base + Duration::from_nanos(end_ns.load(Ordering::Relaxed)))
+                        } else {
+                            now
+                        };
+                        max_step = max_step.max(until.saturating_duration_since(prev));
+                    }
+                    prev = now;
+                    waits += 1;
+                    if done.load(Ordering::Acquire)
+                        && t.count >= submitted.load(Ordering::Relaxed)
+                    {
+                        break;
+                    }
                 }
-                prev = now;
-                waits += 1;
-                if done.load(Ordering::Acquire) && t.count >= submitted.load(Ordering::Relaxed) {
-                    break;
-                }
-            }
-            let el = start.elapsed();
-            let (cpu1, csw1, pre1) = thread_usage();
-            Ok((
-                t,
-                max_step,
-                waits,
-                (cpu1 - cpu0, csw1 - csw0, pre1 - pre0),
-                el,
-            ))
+                let elapsed = start.elapsed();
+                let (cpu1, csw1, pre1) = thread_usage();
+                Ok(ConsumerRun {
+                    t,
+                    max_step,
+                    waits,
+                    usage: (cpu1 - cpu0, csw1 - csw0, pre1 - pre0),
+                    elapsed,
+                    steps,
+                    stats: c.stats(),
+                })
+            })
         });
         pin_to_cpu(0);
         go.wait();
+        // With no consumer, the producer thread drains the ring itself.
+        let mut own = match kind {
+            None => Some((raw::RawRing::new(ring.as_fd())?, Tally::default())),
+            Some(_) => None,
+        };
+        let start = Instant::now();
         let iwi0 = irq_work_count(0);
         let mut expect = Tally::default();
-        let mut dropped = 0;
-        let mut sent = 0;
-        while sent < total {
-            let p = prod.produce(CHUNK.min(total - sent))?;
+        let (mut dropped, mut sent, mut prod_ns) = (0, 0, 0);
+        let mut calls = Vec::new();
+        while sent < load.total && start.elapsed() < load.max_time {
+            let t0 = base.elapsed().as_nanos() as u64;
+            let p = prod.produce(load.chunk.min(load.total - sent))?;
+            let t1 = base.elapsed().as_nanos() as u64;
+            calls.push(Call {
+                first_seq: p.first_seq,
+                n: p.expect.count,
+                t0,
+                t1,
+            });
             expect.add(&p.expect);
             dropped += p.dropped;
-            sent += p.expect.count + p.dropped;
+            let runs = p.expect.count + p.dropped;
+            sent += runs;
+            prod_ns += p.ns_per_run * runs;
+            if let Some((r, t)) = own.as_mut() {
+                r.drain_ref(t);
+            }
+            if let Some((every, pause)) = load.bursts {
+                if (calls.len() as u64).is_multiple_of(every) {
+                    std::thread::sleep(pause);
+                }
+            }
         }
         let iwi1 = irq_work_count(0);
+        let produced_for = start.elapsed();
         end_ns.store(base.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        // The last record forces a wakeup, so that no consumer sits out its
+        // timeout waiting for records committed without one.
+        let last = prod.produce_forced()?;
+        expect.add(&last.expect);
+        dropped += last.dropped;
         submitted.store(expect.count, Ordering::Relaxed);
         done.store(true, Ordering::Release);
-        let (t, max_step, waits, (cpu, csw, pre), el) = cons.join().unwrap()?;
-        check(kind.label(), &t, &expect);
-        out = StreamRound {
-            recs_per_s: t.count as f64 / el.as_secs_f64(),
+        let prod_ns_per_rec = prod_ns as f64 / sent as f64;
+        let irq_work = |count: u64| iwi0.zip(iwi1).map(|(a, b)| (b - a) as f64 / count as f64);
+        let Some(cons) = cons else {
+            let (mut r, mut t) = own.expect("no consumer: the producer drains");
+            r.drain_ref(&mut t);
+            check("producer's own drain", &t, &expect);
+            return Ok(StreamRound {
+                recs_per_s: t.count as f64 / produced_for.as_secs_f64(),
+                irq_work_per_rec: irq_work(t.count),
+                dropped,
+                prod_ns_per_rec,
+                records: t.count,
+                ..StreamRound::default()
+            });
+        };
+        let run = cons.join().unwrap()?;
+        let (t, label) = (run.t, kind.map_or("none", Kind::label));
+        check(label, &t, &expect);
+        let (cpu, csw, pre) = run.usage;
+        Ok(StreamRound {
+            recs_per_s: t.count as f64 / run.elapsed.as_secs_f64(),
             cpu_ns_per_rec: cpu as f64 / t.count as f64,
-            waits_per_rec: waits as f64 / t.count as f64,
+            waits_per_rec: run.waits as f64 / t.count as f64,
             sleeps_per_rec: csw as f64 / t.count as f64,
             preempted: pre,
-            irq_work_per_rec: iwi0.zip(iwi1).map(|(a, b)| (b - a) as f64 / t.count as f64),
+            irq_work_per_rec: irq_work(t.count),
             dropped,
-            max_step_us: max_step.as_secs_f64() * 1e6,
-        };
-        Ok(())
-    })?;
-    Ok(out)
+            max_step_us: run.max_step.as_secs_f64() * 1e6,
+            prod_ns_per_rec,
+            latency_ns: latencies(&calls, &run.steps),
+            records: t.count,
+            stats: run.stats,
+        })
+    })
 }
 
 pub struct StreamRing {
@@ -456,7 +674,8 @@ pub fn stream_ring(o: &Opts, ring_size: usize) -> Res<Vec<Vec<StreamRound>>> {
     for round in 0..o.warmup + o.rounds {
         for j in 0..kinds.len() {
             let i = (j + round) % kinds.len();
-            let r = stream_once(kinds[i], &rings[i], &mut prods[i], o.stream_records)?;
+            let load = Load::steady(o.stream_records, 256);
+            let r = stream_once(Some(kinds[i]), &rings[i], &mut prods[i], &load)?;
             if round >= o.warmup {
                 res[i].push(r);
             }
@@ -582,7 +801,7 @@ fn drain_symbol(k: Kind) -> &'static str {
     match k {
         Kind::OursZeroCopy | Kind::OursPoll => "*Ours::drain_zero_copy",
         Kind::OursTryZeroCopy => "*Ours::drain_try_zero_copy",
-        Kind::OursConsume => "*Ours::drain_consume",
+        Kind::OursConsume | Kind::OursInterval | Kind::OursAdaptive => "*Ours::drain_consume",
         Kind::OursReadInto => "*Ours::drain_read_into",
         Kind::OursRead => "*Ours::drain_read",
         Kind::Libbpf => "<ringbuf_bench::libs::Libbpf as *>::drain",
@@ -746,7 +965,8 @@ fn callgrind_table() -> Res<String> {
 }
 
 const USAGE: &str =
-    "ringbuf-bench [--quick] [--scenario drain,stream,cost,callgrind] [--rounds N] [--warmup N]
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,callgrind] [--rounds N] [--warmup N]
+              [--policy-rounds N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
 Runs the side-by-side benchmark (needs root or CAP_BPF) and prints the result
@@ -775,16 +995,21 @@ fn main() -> Res<()> {
         stream_rings: vec![1 << 20, 16 << 20],
         cost_events: 100,
         cost_pause: Duration::from_micros(200),
+        policy_warmup: 1,
+        policy_rounds: 5,
+        quick,
         scenarios: vec![
             "drain".into(),
             "stream".into(),
             "cost".into(),
+            "policies".into(),
             "callgrind".into(),
         ],
     };
     if quick {
         o.warmup = 1;
         o.rounds = 3;
+        o.policy_rounds = 2;
         o.ring_sizes = vec![4 << 20];
         o.stream_records = 100_000;
         o.cost_events = 20;
@@ -799,6 +1024,9 @@ fn main() -> Res<()> {
     if let Some(v) = arg(&args, "--warmup") {
         o.warmup = v.parse()?;
     }
+    if let Some(v) = arg(&args, "--policy-rounds") {
+        o.policy_rounds = v.parse()?;
+    }
     if let Some(size) = arg(&args, "--profile-drain") {
         // For valgrind --tool=callgrind: every consumer drains one pre-filled
         // 4 MiB ring of `size`-byte records, twice. See BENCHMARKS.md.
@@ -810,6 +1038,11 @@ fn main() -> Res<()> {
     let d = if has("drain") { drain(&o)? } else { vec![] };
     let s = if has("stream") { stream(&o)? } else { vec![] };
     let c = if has("cost") { cost(&o)? } else { vec![] };
+    let p = if has("policies") {
+        policies::run(&o)?
+    } else {
+        vec![]
+    };
     let cg = if has("callgrind") {
         callgrind_table()?
     } else {
@@ -823,7 +1056,7 @@ fn main() -> Res<()> {
         report::machine(&rustc),
         report::loadavg()
     );
-    md.push_str(&report::render(&o, &d, &s, &c, took));
+    md.push_str(&report::render(&o, &d, &s, &c, &p, took));
     md.push_str(&cg);
     match (arg(&args, "--template"), arg(&args, "--out")) {
         (Some(t), Some(out)) => {

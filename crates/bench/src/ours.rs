@@ -3,7 +3,7 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use bpf_ringbuf::{Error, Reader, Record, RingBuf};
+use bpf_ringbuf::{Error, Reader, Record, RingBuf, Stats, WakePolicy};
 
 use crate::{Consumer, Res, Tally};
 
@@ -35,6 +35,13 @@ pub struct Ours {
 }
 
 impl Ours {
+    /// A reader of `ring` in `mode` that waits as `policy` says.
+    pub fn with_policy(ring: &RingBuf, mode: Mode, policy: WakePolicy) -> Res<Self> {
+        let mut o = Self::new(ring, mode)?;
+        o.r.set_wake_policy(policy);
+        Ok(o)
+    }
+
     pub fn new(ring: &RingBuf, mode: Mode) -> Res<Self> {
         let mut r = Reader::new(ring)?;
         let past = Instant::now();
@@ -198,5 +205,9 @@ impl Consumer for Ours {
             Err(e) => return Err(e.into()),
         }
         self.drain(t)
+    }
+
+    fn stats(&self) -> Option<Stats> {
+        Some(self.r.stats())
     }
 }

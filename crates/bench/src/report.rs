@@ -3,7 +3,8 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::{DrainRow, Kind, Opts, StreamRing};
+use crate::policies::{self, LoadResult};
+use crate::{DrainRow, Kind, Opts, StreamRing, StreamRound};
 
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -23,8 +24,22 @@ fn idx(k: Kind) -> usize {
 }
 
 /// Per-round ratios a[r] / b[r]: both measured in the same round.
-fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
+/// Failed reserves of a consumer's rounds: in all, the rounds with any,
+/// and the rounds with any where the raw reference, in the same round, had
+/// none.
+pub fn failed_reserves(ours: &[StreamRound], raw: &[StreamRound]) -> (u64, usize, usize) {
+    let total = ours.iter().map(|r| r.dropped).sum();
+    let bad = ours.iter().filter(|r| r.dropped > 0).count();
+    let worse = ours
+        .iter()
+        .zip(raw)
+        .filter(|(r, raw)| r.dropped > 0 && raw.dropped == 0)
+        .count();
+    (total, bad, worse)
 }
 
 pub fn size_label(b: usize) -> String {
@@ -100,6 +115,7 @@ pub fn render(
     d: &[DrainRow],
     s: &[StreamRing],
     c: &[Vec<f64>],
+    p: &[LoadResult],
     took: Duration,
 ) -> String {
     let mut m = String::new();
@@ -155,23 +171,16 @@ pub fn render(
             }
         }
         for sr in s {
-            let raw_clean: Vec<bool> = sr.rounds[rref].iter().map(|r| r.dropped == 0).collect();
             for k in [
                 Kind::OursZeroCopy,
                 Kind::OursConsume,
                 Kind::OursReadInto,
                 Kind::OursRead,
                 Kind::OursPoll,
+                Kind::OursInterval,
+                Kind::OursAdaptive,
             ] {
-                let dr: u64 = sr.rounds[idx(k)].iter().map(|r| r.dropped).sum();
-                let bad = sr.rounds[idx(k)].iter().filter(|r| r.dropped > 0).count();
-                // Rounds where ours failed reserves but the raw reference,
-                // in the same round, did not.
-                let worse = sr.rounds[idx(k)]
-                    .iter()
-                    .zip(&raw_clean)
-                    .filter(|(r, clean)| r.dropped > 0 && **clean)
-                    .count();
+                let (dr, bad, worse) = failed_reserves(&sr.rounds[idx(k)], &sr.rounds[rref]);
                 let _ = writeln!(
                     m,
                     "| stream, {} ring: no failed reserve with {} | 64 B | {dr} failed in {bad} of {} rounds ({worse} of them with none for the raw reference) | | {} |",
@@ -220,7 +229,27 @@ pub fn render(
         for r in &rows {
             let _ = write!(m, " {} × {} |", r.records, r.reps);
         }
-        m.push_str("\n\nCopying consumers against the raw copying loop:\n\n");
+        m.push('\n');
+        if let Some((st, given)) = rows.last().and_then(|r| r.consume_stats) {
+            let _ = write!(
+                m,
+                "\nTelemetry is always on: every drain above counts records, bytes, commits and the fill high-water mark. \
+                 Sanity check, `Reader::stats()` of the `consume` reader after all its drains of this ring \
+                 (warm-up included): {} records ({}, the records the producer gave it), {} discarded, {} bytes, {} commits, \
+                 max fill {} of {} bytes, {} sleeps, {} wakeups, {} BUSY stalls.\n",
+                st.records,
+                if st.records == given { "equal to" } else { "**differs from**" },
+                st.discarded,
+                st.bytes,
+                st.commits,
+                st.max_fill,
+                ring,
+                st.sleeps,
+                st.wakeups,
+                st.busy_stalls
+            );
+        }
+        m.push_str("\nCopying consumers against the raw copying loop:\n\n");
         let _ = write!(m, "| consumer |");
         for r in &rows {
             let _ = write!(m, " {} |", size_label(r.size));
@@ -365,6 +394,7 @@ pub fn render(
         }
         m.push('\n');
     }
+    m.push_str(&policies::render(o, p, c));
     let _ = writeln!(
         m,
         "Benchmark run time (without the build): {:.0} s.",
