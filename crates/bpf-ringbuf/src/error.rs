@@ -49,6 +49,20 @@ pub enum Error {
         expected_name: &'static str,
     },
 
+    /// The map is of the right type, but its key size, value size or number
+    /// of entries is not the layout required: for a
+    /// [`LostCounter`](crate::LostCounter), a `u32` key, a value of 8 or 24
+    /// bytes, and at least one entry.
+    #[error("map {map_id} is not {layout}: {reason}")]
+    WrongMapLayout {
+        /// The kernel's id of the map.
+        map_id: u32,
+        /// What the map was opened as, e.g. `"a lost-event counter"`.
+        layout: &'static str,
+        /// What differs, with the value found and the one required.
+        reason: String,
+    },
+
     /// The descriptor is open but is not a BPF map.
     #[error("file descriptor {fd} is not a BPF map (it is {kind})")]
     NotAMap {
@@ -266,6 +280,7 @@ impl From<Error> for io::Error {
             | Error::BadSize { .. }
             | Error::BadFd { .. }
             | Error::UnsupportedMapFlags { .. }
+            | Error::WrongMapLayout { .. }
             | Error::InvalidPath { .. } => io::ErrorKind::InvalidInput,
             #[cfg(feature = "testing")]
             Error::InvalidArgument { .. } => io::ErrorKind::InvalidInput,

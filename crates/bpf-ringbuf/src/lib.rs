@@ -129,6 +129,7 @@
 mod claim;
 mod consumer;
 mod error;
+mod lost;
 mod map;
 mod reader;
 #[expect(unsafe_code, reason = "the ring protocol over mapped memory")]
@@ -144,6 +145,7 @@ mod typed;
 
 pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, StopReason};
 pub use error::{Error, Result};
+pub use lost::{LostCounter, LostEvents};
 pub use map::RingBuf;
 pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;

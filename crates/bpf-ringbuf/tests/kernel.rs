@@ -1174,3 +1174,100 @@ fn sampled_wakeups_start_at_the_threshold_of_unconsumed_bytes() {
     assert_eq!(sampled.produce(1).unwrap().submitted, 1);
     assert!(watch.woken(QUIET));
 }
+
+/// Issue 8 §4: the lost-event convention. A producer into a one-page ring
+/// that nobody reads fails its reservations once the ring is full; each
+/// failure is counted in the per-CPU counter map, with the times of the
+/// first and the latest one.
+#[test]
+fn lost_counter_counts_every_failed_reservation() {
+    use bpf_ringbuf::{LostCounter, LostEvents};
+    privileged!();
+    let ring = RingBuf::create(page()).unwrap();
+    let lost = LostCounter::create(&LostCounter::name_for("rb_test")).unwrap();
+    let empty = lost.read().unwrap();
+    assert_eq!(
+        empty,
+        LostEvents {
+            per_cpu: empty.per_cpu.clone(),
+            ..LostEvents::default()
+        }
+    );
+    assert!(empty.per_cpu.len() >= bpf_ringbuf::testing::available_cpus());
+    assert!(empty.per_cpu.iter().all(|&n| n == 0));
+
+    let producer =
+        KernelProducer::with_lost_counter(&ring, ProducerConfig::fixed(64), &lost).unwrap();
+    // At most size - 8 bytes are outstanding: whole 72-byte records.
+    let fit = ((page() - 8) / bpf_ringbuf::abi::record_stride(64)) as u64;
+    let first = producer.produce(fit + 100).unwrap();
+    assert_eq!((first.submitted, first.dropped), (fit, 100));
+    let after = lost.read().unwrap();
+    assert_eq!(after.total, first.dropped);
+    assert_eq!(after.per_cpu.iter().sum::<u64>(), after.total);
+    let (since, latest) = (after.first_ns.unwrap(), after.last_ns.unwrap());
+    assert!(0 < since && since < latest, "{after:?}");
+
+    // More losses later: the count adds up, the first time stays, the
+    // latest moves on.
+    thread::sleep(Duration::from_millis(2));
+    let second = producer.produce(10).unwrap();
+    assert_eq!(second.dropped, 10);
+    let later = lost.read().unwrap();
+    assert_eq!(later.total, first.dropped + second.dropped);
+    assert_eq!(later.first_ns, Some(since));
+    assert!(later.last_ns.unwrap() >= latest + 2_000_000, "{later:?}");
+
+    // The same map, opened by id and by its conventional pin path.
+    assert_eq!(
+        LostCounter::from_id(lost.id()).unwrap().read().unwrap(),
+        later
+    );
+    let ring_pin = temp_pin_path("lost").unwrap();
+    let pin = LostCounter::pin_path_for(&ring_pin);
+    lost.pin(&pin).unwrap();
+    let reopened = LostCounter::open_pinned(&pin);
+    std::fs::remove_file(&pin).unwrap();
+    assert_eq!(reopened.unwrap().read().unwrap(), later);
+}
+
+/// The counter's map is checked: its type, key and value sizes; the
+/// count-only layout (a bare `u64`) works too, without times.
+#[test]
+fn lost_counter_layout_is_checked() {
+    use bpf_ringbuf::LostCounter;
+    privileged!();
+    const PERCPU_ARRAY: u32 = 6;
+    let count_only = LostCounter::from_fd(create_map(PERCPU_ARRAY, 4, 8, 1).unwrap()).unwrap();
+    assert_eq!(count_only.value_size(), LostCounter::COUNT_ONLY_VALUE_SIZE);
+    let ring = RingBuf::create(page()).unwrap();
+    let producer =
+        KernelProducer::with_lost_counter(&ring, ProducerConfig::fixed(page() / 2), &count_only)
+            .unwrap();
+    let report = producer.produce(5).unwrap();
+    assert_eq!((report.submitted, report.dropped), (1, 4));
+    let lost = count_only.read().unwrap();
+    assert_eq!((lost.total, lost.first_ns, lost.last_ns), (4, None, None));
+
+    // An ARRAY (2) of the same layout, and a RINGBUF (27).
+    let array = create_map(2, 4, 24, 1).unwrap();
+    let ringbuf = OwnedFd::from(RingBuf::create(page()).unwrap());
+    for (fd, found) in [(array, 2), (ringbuf, 27)] {
+        assert!(matches!(
+            LostCounter::from_fd(fd),
+            Err(Error::WrongMapType { found: f, expected: 6, .. }) if f == found
+        ));
+    }
+    // (The kernel refuses an array key other than 4 bytes at creation.)
+    let e = LostCounter::from_fd(create_map(PERCPU_ARRAY, 4, 16, 1).unwrap()).unwrap_err();
+    assert!(
+        matches!(&e, Error::WrongMapLayout { layout: "a lost-event counter", reason, .. }
+            if reason.starts_with("value size 16")),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("is not a lost-event counter"), "{e}");
+    assert!(matches!(
+        LostCounter::open_pinned("/sys/fs/bpf/bpf_ringbuf_no_such_lost"),
+        Err(Error::PinNotFound { .. })
+    ));
+}

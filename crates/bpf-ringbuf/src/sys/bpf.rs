@@ -9,7 +9,6 @@ use super::cvt;
 use crate::error::Error;
 
 pub(crate) const BPF_MAP_CREATE: u32 = 0;
-#[cfg(feature = "testing")]
 pub(crate) const BPF_MAP_LOOKUP_ELEM: u32 = 1;
 #[cfg(feature = "testing")]
 pub(crate) const BPF_MAP_UPDATE_ELEM: u32 = 2;
@@ -40,6 +39,8 @@ pub(crate) const BPF_F_RB_OVERWRITE: u32 = 1 << 19;
 /// `BPF_MAP_TYPE_ARRAY`.
 #[cfg(any(test, feature = "testing"))]
 pub(crate) const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per possible CPU under each key.
+pub(crate) const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_MAP_TYPE_RINGBUF`: kernel producer, userspace consumer.
 pub(crate) const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 /// `BPF_MAP_TYPE_USER_RINGBUF`: userspace producer, kernel consumer.
@@ -70,7 +71,6 @@ pub(crate) struct MapCreateAttr {
     pub map_extra: u64,
 }
 
-#[cfg(any(test, feature = "testing"))]
 /// The `BPF_MAP_*_ELEM` member of `union bpf_attr`.
 #[repr(C)]
 #[derive(Default)]
@@ -278,6 +278,19 @@ pub(crate) fn obj_get(path: &std::path::Path, file_flags: u32) -> Result<OwnedFd
     bpf("bpf(BPF_OBJ_GET)", BPF_OBJ_GET, &mut attr).map(owned)
 }
 
+/// [`obj_get`] read-write, with a missing pin (`ENOENT`) as
+/// [`Error::PinNotFound`] naming the path.
+pub(crate) fn obj_get_pinned(path: &std::path::Path) -> Result<OwnedFd, Error> {
+    obj_get(path, 0).map_err(|e| match e {
+        Error::Syscall { ref source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
+            Error::PinNotFound {
+                path: path.to_path_buf(),
+            }
+        }
+        e => e,
+    })
+}
+
 /// `bpf(BPF_MAP_GET_FD_BY_ID)`: opens a map by its id (`open_flags` 0 for
 /// read-write, or [`BPF_F_RDONLY`]).
 pub(crate) fn map_get_fd_by_id(id: u32, open_flags: u32) -> Result<OwnedFd, Error> {
@@ -302,8 +315,8 @@ pub(crate) fn map_update(fd: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> Result
 }
 
 /// `bpf(BPF_MAP_LOOKUP_ELEM)`: copies the value into `value`, which must be
-/// exactly the map's value size.
-#[cfg(feature = "testing")]
+/// exactly the map's value size (for a per-CPU map, the value size rounded
+/// up to 8, times the number of possible CPUs: see [`super::possible_cpus`]).
 pub(crate) fn map_lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Result<(), Error> {
     let mut attr = MapElemAttr {
         map_fd: fd.as_raw_fd() as u32,

@@ -78,6 +78,46 @@ pub(crate) fn fd_is_open(fd: BorrowedFd<'_>) -> bool {
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) >= 0 }
 }
 
+/// Where the kernel lists the possible CPUs (`cpu_possible_mask`).
+const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
+
+/// The possible CPUs, in increasing order, from
+/// `/sys/devices/system/cpu/possible` (e.g. `0-1`, or `0,2-5`): the CPUs a
+/// per-CPU map holds a value for, in the order `BPF_MAP_LOOKUP_ELEM` copies
+/// them out. Not the online CPUs, nor those this process may run on.
+pub(crate) fn possible_cpus() -> Result<Vec<u32>, Error> {
+    let call = "read(/sys/devices/system/cpu/possible)";
+    let text = std::fs::read_to_string(POSSIBLE_CPUS).map_err(|e| Error::from_syscall(call, e))?;
+    parse_cpu_list(&text).ok_or_else(|| Error::Syscall {
+        call,
+        source: io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a CPU list: {:?}", text.trim()),
+        ),
+    })
+}
+
+/// Parses the kernel's CPU list format (`cpulist_parse`): comma-separated
+/// CPUs or inclusive ranges, increasing. `None` for anything else or an
+/// empty list.
+fn parse_cpu_list(text: &str) -> Option<Vec<u32>> {
+    let mut cpus: Vec<u32> = Vec::new();
+    for part in text.trim().split(',') {
+        let (lo, hi): (u32, u32) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse().ok()?, hi.parse().ok()?),
+            None => {
+                let cpu = part.parse().ok()?;
+                (cpu, cpu)
+            }
+        };
+        if lo > hi || cpus.last().is_some_and(|&last| lo <= last) {
+            return None;
+        }
+        cpus.extend(lo..=hi);
+    }
+    (!cpus.is_empty()).then_some(cpus)
+}
+
 /// `BPF_FS_MAGIC`, the `f_type` of a mounted bpffs.
 #[cfg(feature = "testing")]
 const BPF_FS_MAGIC: libc::c_long = 0xcafe4a11;
@@ -129,4 +169,21 @@ pub(crate) fn pin_current_thread(cpu: usize) -> Result<(), Error> {
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     let ret = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
     cvt("sched_setaffinity", ret as libc::c_long).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0\n"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("0-1\n"), Some(vec![0, 1]));
+        assert_eq!(parse_cpu_list("0,2-4,7"), Some(vec![0, 2, 3, 4, 7]));
+        for bad in ["", "\n", "a", "1-0", "0-", "-1", "0,,1", "2,1", "0-2,2"] {
+            assert_eq!(parse_cpu_list(bad), None, "{bad:?}");
+        }
+        let cpus = possible_cpus().unwrap();
+        assert!(!cpus.is_empty() && cpus.windows(2).all(|w| w[0] < w[1]));
+    }
 }

@@ -31,6 +31,7 @@ const JMP_CALL: u8 = 0x85;
 const JMP_EXIT: u8 = 0x95;
 const LD_IMM64: u8 = 0x18;
 const LDX_W: u8 = 0x61;
+const LDX_DW: u8 = 0x79;
 const ST_W: u8 = 0x62;
 const STX_W: u8 = 0x63;
 const STX_B: u8 = 0x73;
@@ -42,6 +43,7 @@ const BPF_PSEUDO_MAP_FD: u8 = 1;
 
 /// Helper function ids.
 pub(crate) const FN_MAP_LOOKUP_ELEM: i32 = 1;
+pub(crate) const FN_KTIME_GET_NS: i32 = 5;
 pub(crate) const FN_RINGBUF_RESERVE: i32 = 131;
 pub(crate) const FN_RINGBUF_SUBMIT: i32 = 132;
 pub(crate) const FN_RINGBUF_DISCARD: i32 = 133;
@@ -133,6 +135,9 @@ impl Asm {
     }
     pub(crate) fn ldx_w(&mut self, dst: Reg, src: Reg, off: i16) -> &mut Self {
         self.push(LDX_W, dst, src, off, 0)
+    }
+    pub(crate) fn ldx_dw(&mut self, dst: Reg, src: Reg, off: i16) -> &mut Self {
+        self.push(LDX_DW, dst, src, off, 0)
     }
     pub(crate) fn st_w(&mut self, dst: Reg, off: i16, imm: i32) -> &mut Self {
         self.push(ST_W, dst, 0, off, imm)
@@ -239,6 +244,11 @@ mod tests {
         assert_eq!(
             a.finish().unwrap()[0].to_le_bytes(),
             [0xad, 0x20, 1, 0, 0, 0, 0, 0]
+        );
+        // r1 = *(u64 *)(r7 + 8) : 79 71 08 00 00 00 00 00
+        assert_eq!(
+            insn(LDX_DW, R1, R7, 8, 0).to_le_bytes(),
+            [0x79, 0x71, 8, 0, 0, 0, 0, 0]
         );
     }
 

@@ -1,12 +1,13 @@
 //! [`KernelProducer`]: a hand-assembled BPF program that writes records into
 //! a ring buffer from the kernel, run on demand with `BPF_PROG_TEST_RUN`.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use super::asm::*;
 use crate::error::{Error, Result};
+use crate::lost::LostCounter;
 use crate::map::check_map;
 use crate::sys::bpf;
 
@@ -213,6 +214,10 @@ const STAT_DROPPED: i16 = 16;
 /// Counter map layout: [next sequence number, size selector] as u64.
 const CTR_SEQ: i16 = 0;
 const CTR_SIZE: i16 = 8;
+/// Lost counter value layout (`struct ringbuf_lost`, see `LostCounter`).
+const LOST_COUNT: i16 = crate::lost::COUNT_OFFSET as i16;
+const LOST_FIRST_NS: i16 = crate::lost::FIRST_NS_OFFSET as i16;
+const LOST_LAST_NS: i16 = crate::lost::LAST_NS_OFFSET as i16;
 
 /// Sequence counters, one per ring buffer map (by map id), shared by every
 /// producer of this process on that map.
@@ -247,8 +252,9 @@ fn counters_for(map_id: u32) -> Result<Arc<OwnedFd>> {
 /// length, then a pattern derived from the sequence number), then submits or
 /// discards it with the configured flag (for [`Wakeup::Sampled`], chosen
 /// just before the commit). A failed reservation is counted as
-/// dropped and uses no sequence number, so the numbers of the records
-/// produced are contiguous from 0 for a new map.
+/// dropped (and, with [`with_lost_counter`](Self::with_lost_counter), in
+/// the lost-event counter map) and uses no sequence number, so the numbers
+/// of the records produced are contiguous from 0 for a new map.
 ///
 /// Sequence numbers are unique and increasing across calls and across all
 /// producers of this process on the same map. With two producers running at
@@ -276,16 +282,42 @@ impl KernelProducer {
     /// [`Error::PermissionDenied`] without `CAP_BPF`, [`Error::ProgramRejected`]
     /// with the verifier log if the kernel refuses the program.
     pub fn new(map: impl AsFd, config: ProducerConfig) -> Result<KernelProducer> {
-        let map = map.as_fd();
+        KernelProducer::load(map.as_fd(), config, None)
+    }
+
+    /// Like [`new`](Self::new), and each failed reservation is also counted
+    /// in `lost` as the [lost-event convention](crate::LostCounter) says:
+    /// the count of this CPU's value incremented (an atomic add) and, in the
+    /// full layout, `first_ns` set if it was 0 and `last_ns` set, both to
+    /// `bpf_ktime_get_ns()`. The program holds its own reference to the
+    /// map: `lost` may be dropped.
+    pub fn with_lost_counter(
+        map: impl AsFd,
+        config: ProducerConfig,
+        lost: &LostCounter,
+    ) -> Result<KernelProducer> {
+        KernelProducer::load(map.as_fd(), config, Some(lost))
+    }
+
+    fn load(
+        map: BorrowedFd<'_>,
+        config: ProducerConfig,
+        lost: Option<&LostCounter>,
+    ) -> Result<KernelProducer> {
         let checked = check_map(map, bpf::BPF_MAP_TYPE_RINGBUF)?;
         config.validate(checked.size)?;
         let stats = bpf::map_create(bpf::BPF_MAP_TYPE_ARRAY, 4, 24, SLOTS, "rb_test_stats")?;
         let counters = counters_for(checked.id)?;
+        let lost = lost.map(|l| LostMap {
+            fd: l.as_fd().as_raw_fd(),
+            times: l.value_size() == LostCounter::VALUE_SIZE,
+        });
         let insns = program(
             &config,
             map.as_raw_fd(),
             stats.as_raw_fd(),
             counters.as_raw_fd(),
+            lost,
         )?;
         let prog = bpf::prog_load(bpf::BPF_PROG_TYPE_SOCKET_FILTER, &insns, "rb_test_prod")?;
         Ok(KernelProducer {
@@ -389,7 +421,13 @@ impl KernelProducer {
 /// block has its own commit, discard, statistics and exit instead of jumping
 /// to a shared tail. The longest jump is over one block of
 /// [`ProducerConfig::MAX_RECORD`] bytes, about 8,200 instructions.
-fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Result<Vec<u64>> {
+fn program(
+    config: &ProducerConfig,
+    ring: i32,
+    stats: i32,
+    counters: i32,
+    lost: Option<LostMap>,
+) -> Result<Vec<u64>> {
     let mut a = Asm::default();
     let sizes = config.sizes();
 
@@ -424,7 +462,7 @@ fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Res
             .mov_imm(R3, 0);
         a.call(FN_RINGBUF_RESERVE);
         a.jne_imm(R0, 0, filled);
-        stat(&mut a, STAT_DROPPED);
+        dropped(&mut a, lost);
         a.bind(filled).mov(R7, R0);
         a.mov_imm(R1, 1)
             .atomic_fetch_add(R8, CTR_SEQ, R1)
@@ -447,6 +485,46 @@ fn program(config: &ProducerConfig, ring: i32, stats: i32, counters: i32) -> Res
         a.bind(next);
     }
     a.finish()
+}
+
+/// A lost-event counter map the program writes ([`LostCounter`]).
+#[derive(Debug, Clone, Copy)]
+struct LostMap {
+    fd: i32,
+    /// The full layout (count, first_ns, last_ns), not the bare count.
+    times: bool,
+}
+
+/// A failed reservation: counted in the stats slot and, by the lost-event
+/// convention, in the lost counter (r7, free until a record is reserved,
+/// holds this CPU's value), then `return 0`. As the C in `LostCounter`'s docs:
+///
+/// ```text
+/// lock *(u64 *)(r9 + STAT_DROPPED) += 1
+/// *(u32 *)(r10 - 4) = 0; r0 = bpf_map_lookup_elem(lost, r10 - 4); if !r0 exit
+/// r7 = r0; lock *(u64 *)(r7 + 0) += 1           ; count
+/// r0 = bpf_ktime_get_ns()
+/// r1 = *(u64 *)(r7 + 8); if r1 != 0 goto +1     ; first_ns, once
+/// *(u64 *)(r7 + 8) = r0
+/// *(u64 *)(r7 + 16) = r0                        ; last_ns
+/// ```
+fn dropped(a: &mut Asm, lost: Option<LostMap>) {
+    a.mov_imm(R1, 1).atomic_add(R9, STAT_DROPPED, R1);
+    if let Some(lost) = lost {
+        a.st_w(R10, -4, 0);
+        lookup_or_exit(a, lost.fd);
+        a.mov(R7, R0).mov_imm(R1, 1).atomic_add(R7, LOST_COUNT, R1);
+        if lost.times {
+            let seen = a.label();
+            a.call(FN_KTIME_GET_NS)
+                .ldx_dw(R1, R7, LOST_FIRST_NS)
+                .jne_imm(R1, 0, seen)
+                .stx_dw(R7, LOST_FIRST_NS, R0)
+                .bind(seen)
+                .stx_dw(R7, LOST_LAST_NS, R0);
+        }
+    }
+    a.mov_imm(R0, 0).exit();
 }
 
 /// `r2 = ` the commit flag for `wakeup` (see [`Wakeup::flags`]); clobbers
@@ -561,7 +639,8 @@ mod tests {
                     wakeup,
                 };
                 cfg.validate(1 << 20).unwrap();
-                let insns = program(&cfg, 3, 4, 5).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
+                let lost = Some(LostMap { fd: 6, times: true });
+                let insns = program(&cfg, 3, 4, 5, lost).unwrap_or_else(|e| panic!("{cfg:?}: {e}"));
                 longest = longest.max(insns.len());
             }
         }
