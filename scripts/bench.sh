@@ -5,9 +5,11 @@
 #
 #   scripts/bench.sh            # full run, rewrites BENCHMARKS.md
 #   scripts/bench.sh --quick    # smoke run (fewer rounds, 4 MiB only), prints to stdout
+#   scripts/bench.sh --scenario policies   # one scenario (drain, stream, cost,
+#                               # policies, callgrind), prints to stdout
 #
 # Needs root (or CAP_BPF + CAP_PERFMON): it creates ring buffer maps and runs
-# BPF programs with BPF_PROG_TEST_RUN. Takes about two minutes on 2 cores,
+# BPF programs with BPF_PROG_TEST_RUN. Takes about three to four minutes on 2 cores,
 # plus a first build of under a minute (vendored libbpf included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +31,10 @@ echo "bench.sh: build took $((built - start)) s" >&2
 
 bin=crates/bench/target/release/ringbuf-bench
 rustc_v=$(rustc --version)
-if [[ "${1:-}" == "--quick" ]]; then
-    exec "$bin" --rustc "$rustc_v" --command "scripts/bench.sh --quick" "$@"
+if [[ $# -gt 0 ]]; then
+    # --quick, --scenario NAME[,NAME], --policy-rounds N ...: print to stdout,
+    # never rewrite BENCHMARKS.md with part of the run.
+    exec "$bin" --rustc "$rustc_v" --command "scripts/bench.sh $*" "$@"
 fi
 "$bin" --rustc "$rustc_v" --command "scripts/bench.sh" \
     --template crates/bench/BENCHMARKS.in.md --out BENCHMARKS.md "$@"

@@ -179,6 +179,24 @@ impl Producer {
         Self::with_wakeup(ring, size, Wakeup::Default)
     }
 
+    /// The producer of a run with `consumer`. With none, the ring is drained
+    /// by the benchmark between the producer's calls or rounds, and each
+    /// such drain leaves it caught up, so a default wakeup would queue an
+    /// irq_work at the next commit that no consumer asked for: the baseline
+    /// commits with `BPF_RB_NO_WAKEUP` instead.
+    pub fn for_consumer(
+        ring: &RingBuf,
+        size: usize,
+        wakeup: Wakeup,
+        consumer: Option<Kind>,
+    ) -> Res<Self> {
+        let wakeup = match (consumer, wakeup) {
+            (None, Wakeup::Default) => Wakeup::NoWakeup,
+            (_, w) => w,
+        };
+        Self::with_wakeup(ring, size, wakeup)
+    }
+
     pub fn with_wakeup(ring: &RingBuf, size: usize, wakeup: Wakeup) -> Res<Self> {
         let cfg = |wakeup| ProducerConfig {
             size: RecordSize::Fixed(size),
@@ -745,31 +763,42 @@ pub fn cost_once(
     Ok(samples)
 }
 
-pub fn cost(o: &Opts) -> Res<Vec<Vec<f64>>> {
+/// One consumer's producer cost: per measured round, the median and the
+/// mean of the producer's ns per record.
+#[derive(Clone, Default)]
+pub struct CostRow {
+    pub median: Vec<f64>,
+    pub mean: Vec<f64>,
+}
+
+pub fn cost(o: &Opts) -> Res<Vec<CostRow>> {
     let mut kinds: Vec<Option<Kind>> = vec![None];
     kinds.extend(Kind::ALL.iter().map(|&k| Some(k)));
     let rings: Vec<RingBuf> = kinds
         .iter()
         .map(|_| new_ring(1 << 20))
         .collect::<Res<_>>()?;
-    let mut prods: Vec<Producer> = rings
+    // With no consumer the ring is drained after every round (see
+    // `Producer::for_consumer`).
+    let mut prods: Vec<Producer> = kinds
         .iter()
-        .map(|r| Producer::new(r, 64))
+        .zip(&rings)
+        .map(|(&k, r)| Producer::for_consumer(r, 64, Wakeup::Default, k))
         .collect::<Res<_>>()?;
-    let mut res = vec![Vec::new(); kinds.len()];
+    let mut res = vec![CostRow::default(); kinds.len()];
     let t0 = Instant::now();
     for round in 0..o.warmup + o.rounds {
         for j in 0..kinds.len() {
             let i = (j + round) % kinds.len();
-            let mut s = cost_once(kinds[i], &rings[i], &mut prods[i], o)?;
+            let s = cost_once(kinds[i], &rings[i], &mut prods[i], o)?;
             // With no consumer the ring fills up over rounds: keep it drained.
             if kinds[i].is_none() {
                 let mut t = Tally::default();
                 raw::RawRing::new(rings[i].as_fd())?.drain_ref(&mut t);
             }
             if round >= o.warmup {
-                s.sort_by(f64::total_cmp);
-                res[i].push(report::median(&s));
+                res[i].median.push(report::median(&s));
+                res[i].mean.push(s.iter().sum::<f64>() / s.len() as f64);
             }
         }
     }

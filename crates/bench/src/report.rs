@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::policies::{self, LoadResult};
-use crate::{DrainRow, Kind, Opts, StreamRing, StreamRound};
+use crate::{CostRow, DrainRow, Kind, Opts, StreamRing, StreamRound};
 
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -114,7 +114,7 @@ pub fn render(
     o: &Opts,
     d: &[DrainRow],
     s: &[StreamRing],
-    c: &[Vec<f64>],
+    c: &[CostRow],
     p: &[LoadResult],
     took: Duration,
 ) -> String {
@@ -371,12 +371,14 @@ pub fn render(
         );
         let _ = writeln!(
             m,
-            "The producer's own time per record, as `BPF_PROG_TEST_RUN` reports it (median within a round, then median over rounds), on CPU 0, while the consumer on CPU 1 is blocked in its library's wait \
-             (in poll-interval mode: sleeping out its interval, not on the ring's wait queue).\n"
+            "The producer's own time per record, as `BPF_PROG_TEST_RUN` reports it, on CPU 0, while the consumer on CPU 1 waits in its library's wait \
+             (with `Interval` or `Adaptive`: napping, the ring's descriptor watched). \
+             Median: the median within a round, then the median over rounds. Mean: the mean within a round (every record's cost, \
+             the few expensive ones included), then the median over rounds. Ratios: the median of the per-round ratios.\n"
         );
         let _ = writeln!(
             m,
-            "| consumer blocked in its wait | producer ns/record | ratio to no consumer |\n|---|---:|---:|"
+            "| consumer waiting | producer ns/record, median | ratio to no consumer | producer ns/record, mean | ratio to no consumer |\n|---|---:|---:|---:|---:|"
         );
         for (i, v) in c.iter().enumerate() {
             let label = if i == 0 {
@@ -386,10 +388,12 @@ pub fn render(
             };
             let _ = writeln!(
                 m,
-                "| {} | {:.0} | {:.2}× |",
+                "| {} | {:.0} | {:.2}× | {:.0} | {:.2}× |",
                 label,
-                median(v),
-                median(&ratios(v, &c[0]))
+                median(&v.median),
+                median(&ratios(&v.median, &c[0].median)),
+                median(&v.mean),
+                median(&ratios(&v.mean, &c[0].mean))
             );
         }
         m.push('\n');
