@@ -481,3 +481,27 @@ impl AsFd for Consumer {
         self.fd.as_fd()
     }
 }
+
+/// In-place peeking for the ordered merge of a
+/// [`RingSet`](crate::RingSet): reload once, peek each head, take it.
+impl Consumer {
+    /// Loads the producer position: the records present now are what
+    /// [`peek_head`](Self::peek_head) and [`take_head`](Self::take_head)
+    /// see until the next reload.
+    pub(crate) fn snapshot(&self) -> Result<()> {
+        self.cur.reload()?;
+        Ok(())
+    }
+
+    /// The committed record at the cursor within the snapshot, in place,
+    /// without moving (discards before it are skipped).
+    pub(crate) fn peek_head(&self) -> Result<Option<&[u8]>> {
+        Ok(self.cur.peek_head_record()?)
+    }
+
+    /// Takes the record [`peek_head`](Self::peek_head) returned, moving the
+    /// local cursor past it (published by the next commit).
+    pub(crate) fn take_head(&self) -> Option<&[u8]> {
+        self.cur.next_record()
+    }
+}

@@ -134,6 +134,7 @@ mod map;
 mod reader;
 #[expect(unsafe_code, reason = "the ring protocol over mapped memory")]
 mod ring;
+mod ring_set;
 #[expect(unsafe_code, reason = "raw system calls")]
 mod sys;
 mod wait;
@@ -149,6 +150,7 @@ pub use lost::{LostCounter, LostEvents};
 pub use map::RingBuf;
 pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
+pub use ring_set::{RingSet, RingSetStats, RoundStats};
 #[cfg(feature = "zerocopy")]
 pub use typed::{view, view_prefix, view_slice, ExpectedSize, RecordExt};
 pub use wait::ReaderHandle;

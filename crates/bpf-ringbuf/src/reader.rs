@@ -655,7 +655,7 @@ pub enum WakePolicy {
 }
 
 /// The earlier of two optional instants (`None` is "never").
-fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,

@@ -40,6 +40,18 @@ impl Shared {
         self.closed.load(Ordering::Relaxed)
     }
 
+    /// The eventfd that `flush()` and `close()` write, for a waiter that
+    /// watches it itself (the tokio reader registers a duplicate; a
+    /// `RingSet` registers it in its epoll instance).
+    pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
+        self.event.as_fd()
+    }
+
+    /// Resets the eventfd after it fired; the flags it announced are checked next.
+    pub(crate) fn drain_event(&self) {
+        self.event.drain();
+    }
+
     /// Consumes a pending flush.
     pub(crate) fn take_flush(&self) -> bool {
         // Relaxed load first, so the common no-flush case does not write the

@@ -603,3 +603,33 @@ impl Cursor {
         (records, bytes, end)
     }
 }
+
+/// Peeking for the ordered merge of a ring set (`RingSet::consume_ordered`):
+/// look at the head record in place, then take it with
+/// [`Cursor::next_record`].
+impl Cursor {
+    /// The committed record at the cursor, within the known part of the ring
+    /// (the producer position of the last reload), skipping discards but not
+    /// moving past it: `Ok(None)` at the end of the known part or at a BUSY
+    /// record. The next [`next_record`](Self::next_record) returns the same
+    /// record (a committed header stays so until we publish past it).
+    pub(crate) fn peek_head_record(&self) -> Result<Option<&[u8]>, Corruption> {
+        loop {
+            if let Some((len, _next, ptr, _prod)) = self.peek_next() {
+                // SAFETY: `peek_record` found a committed record at the
+                // cursor. The slice borrows `self`. Only a publish past the
+                // cursor could release it: `publish(&mut self)` cannot run
+                // while the borrow lives, and the `&self` publishes
+                // (`publish_unlent*`) publish at most the cursor itself,
+                // which is this record's start, or refuse once `next_record`
+                // has moved past it (it sets `lent`).
+                return Ok(Some(unsafe { ptr.slice(len) }));
+            }
+            match self.skip_discards() {
+                Head::Record => continue,
+                Head::End | Head::Busy => return Ok(None),
+                Head::Corrupt(c) => return Err(c),
+            }
+        }
+    }
+}

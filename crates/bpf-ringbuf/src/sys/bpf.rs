@@ -446,6 +446,35 @@ pub(crate) fn map_type_name(t: u32) -> &'static str {
     NAMES.get(t as usize).copied().unwrap_or("UNKNOWN")
 }
 
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS`: an array whose values are maps. From
+/// userspace a lookup returns the inner map's id (a `u32`).
+pub(crate) const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+/// `BPF_MAP_TYPE_HASH_OF_MAPS`: a hash whose values are maps (lookups as above).
+pub(crate) const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
+
+/// `bpf(BPF_MAP_CREATE)` of a map-in-map (`ARRAY_OF_MAPS`, `HASH_OF_MAPS`):
+/// its values are maps shaped like `inner` (the template's type and size),
+/// written as descriptors (`u32`) by [`map_update`].
+#[cfg(feature = "testing")]
+pub(crate) fn map_create_of_maps(
+    map_type: u32,
+    key_size: u32,
+    max_entries: u32,
+    inner: BorrowedFd<'_>,
+    name: &str,
+) -> Result<OwnedFd, Error> {
+    let mut attr = MapCreateAttr {
+        map_type,
+        key_size,
+        value_size: size_of::<u32>() as u32,
+        max_entries,
+        inner_map_fd: inner.as_raw_fd() as u32,
+        map_name: obj_name(name),
+        ..Default::default()
+    };
+    bpf("bpf(BPF_MAP_CREATE)", BPF_MAP_CREATE, &mut attr).map(owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

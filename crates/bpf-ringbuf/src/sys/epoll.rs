@@ -173,3 +173,23 @@ impl AsFd for EventFd {
         self.fd.as_fd()
     }
 }
+
+impl Epoll {
+    /// `epoll_ctl(EPOLL_CTL_DEL, fd)`: stops watching `fd`. Needed before the
+    /// descriptor closes whenever another descriptor of the same open file
+    /// may live on (a registration lasts as long as the file, not the number).
+    pub(crate) fn delete(&self, fd: BorrowedFd<'_>) -> Result<(), Error> {
+        // A non-null event pointer, for kernels before 2.6.9; it is ignored.
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: `ev` lives across the call; the kernel does not read it.
+        let ret = unsafe {
+            libc::epoll_ctl(
+                self.fd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd.as_raw_fd(),
+                &mut ev,
+            )
+        };
+        cvt("epoll_ctl(EPOLL_CTL_DEL)", ret as libc::c_long).map(drop)
+    }
+}

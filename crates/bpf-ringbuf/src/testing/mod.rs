@@ -168,6 +168,52 @@ pub fn create_map(
     crate::sys::bpf::map_create(map_type, key_size, value_size, max_entries, "rb_test_map")
 }
 
+/// `bpf(BPF_MAP_CREATE)` of a map of maps (`map_type` 12,
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS`, or 13, `BPF_MAP_TYPE_HASH_OF_MAPS`) whose
+/// values are maps like `inner` (for ring buffers: of the same size). Fill
+/// it with [`set_inner_map`]; read it with
+/// [`RingSet::insert_inner`](crate::RingSet::insert_inner).
+pub fn create_map_of_maps(
+    map_type: u32,
+    key_size: u32,
+    max_entries: u32,
+    inner: impl std::os::fd::AsFd,
+) -> Result<std::os::fd::OwnedFd> {
+    crate::sys::bpf::map_create_of_maps(
+        map_type,
+        key_size,
+        max_entries,
+        inner.as_fd(),
+        "rb_test_outer",
+    )
+}
+
+/// `bpf(BPF_MAP_UPDATE_ELEM)`: stores the map `inner` at `key` of the map
+/// of maps `outer` (the value written is `inner`'s descriptor). `key` must
+/// be exactly the outer map's key size, else [`Error::WrongMapLayout`].
+pub fn set_inner_map(
+    outer: impl std::os::fd::AsFd,
+    key: &[u8],
+    inner: impl std::os::fd::AsFd,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let info = crate::sys::bpf::map_info(outer.as_fd())?;
+    if key.len() != info.key_size as usize || info.value_size != 4 {
+        return Err(Error::WrongMapLayout {
+            map_id: info.id,
+            layout: "a map of maps updated with this key",
+            reason: format!(
+                "key size {} and value size {} (expected a {}-byte key and 4)",
+                info.key_size,
+                info.value_size,
+                key.len()
+            ),
+        });
+    }
+    let fd = inner.as_fd().as_raw_fd() as u32;
+    crate::sys::bpf::map_update(outer.as_fd(), key, &fd.to_ne_bytes())
+}
+
 /// `bpf(BPF_MAP_GET_FD_BY_ID)` with `BPF_F_RDONLY`: a read-only descriptor of
 /// the map `id`, as a process without write access would hold. A consumer
 /// refuses it with [`Error::ReadOnlyMap`] (it must write the consumer position).
