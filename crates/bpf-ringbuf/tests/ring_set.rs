@@ -1,0 +1,679 @@
+//! `RingSet`: many rings on one epoll. Privileged tests on the real kernel
+//! (each skips loudly without CAP_BPF, and fails instead under
+//! BPF_RINGBUF_REQUIRE_PRIVILEGED=1), and fake-ring tests that need nothing.
+
+#[macro_use]
+mod common;
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use bpf_ringbuf::testing::{
+    check_payload, create_map_of_maps, set_inner_map, FakeRing, KernelProducer, ProducerConfig,
+    RecordSize, Wakeup,
+};
+use bpf_ringbuf::{Budget, Consumer, Error, Readiness, RingBuf, RingSet, WakePolicy};
+
+fn page() -> usize {
+    bpf_ringbuf::page_size()
+}
+
+/// The next sequence number a ring's consumer expects, skipping discards.
+#[derive(Debug, Clone)]
+struct Expect {
+    cfg: ProducerConfig,
+    next: u64,
+    records: u64,
+}
+
+impl Expect {
+    fn new(cfg: ProducerConfig) -> Expect {
+        Expect {
+            cfg,
+            next: 0,
+            records: 0,
+        }
+    }
+
+    /// Checks every byte of `rec` and that it is the next record of its ring.
+    fn check(&mut self, rec: &[u8]) {
+        while self.cfg.is_discarded(self.next) {
+            self.next += 1;
+        }
+        let seq = check_payload(rec).unwrap_or_else(|e| panic!("bad record: {e}"));
+        assert_eq!(seq, self.next, "records out of order, lost or repeated");
+        self.next += 1;
+        self.records += 1;
+    }
+
+    /// Records of `0..total` sequence numbers that are not discarded.
+    fn wanted(&self, total: u64) -> u64 {
+        (0..total).filter(|&s| !self.cfg.is_discarded(s)).count() as u64
+    }
+}
+
+/// Produces sequence numbers `0..total` (records and discards), retrying
+/// while the ring is full, in chunks of `chunk`.
+fn produce_all(p: &KernelProducer, total: u64, chunk: u64) {
+    let mut done = 0;
+    while done < total {
+        let r = p.produce(chunk.min(total - done)).unwrap();
+        done += r.submitted + r.discarded;
+        if r.dropped > 0 {
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn config(i: usize) -> ProducerConfig {
+    ProducerConfig {
+        size: match i % 3 {
+            0 => RecordSize::Fixed(16),
+            1 => RecordSize::Mixed(vec![8, 13, 64, 200, 1000]),
+            _ => RecordSize::Fixed(256),
+        },
+        discard_every: (i % 2 == 1).then_some(5),
+        // Some rings never wake the reader: the nap of the Interval policy
+        // picks their records up.
+        wakeup: if i % 4 == 3 {
+            Wakeup::NoWakeup
+        } else {
+            Wakeup::Default
+        },
+    }
+}
+
+#[test]
+fn eight_rings_eight_producers_every_record_once_in_order() {
+    privileged!();
+    const TOTAL: u64 = 20_000;
+    let rings: Vec<Arc<RingBuf>> = (0..8)
+        .map(|i| Arc::new(RingBuf::create((4 << (i % 4)) * page()).unwrap()))
+        .collect();
+    let mut set = RingSet::new().unwrap();
+    let mut expect = HashMap::new();
+    for (i, ring) in rings.iter().enumerate() {
+        set.insert(i, ring.as_fd()).unwrap();
+        expect.insert(i, Expect::new(config(i)));
+    }
+    set.set_wake_policy(WakePolicy::Interval(Duration::from_millis(1)));
+    set.set_budget(Budget {
+        max_records: 64,
+        max_bytes: 16 << 10,
+    });
+    let producers: Vec<_> = rings
+        .iter()
+        .enumerate()
+        .map(|(i, ring)| {
+            let ring = Arc::clone(ring);
+            thread::spawn(move || {
+                let p = KernelProducer::new(ring.as_fd(), config(i)).unwrap();
+                produce_all(&p, TOTAL, 37 + i as u64 * 11);
+            })
+        })
+        .collect();
+    let wanted: HashMap<usize, u64> = expect.iter().map(|(&k, e)| (k, e.wanted(TOTAL))).collect();
+    let start = Instant::now();
+    set.set_deadline(Some(start + Duration::from_secs(60)));
+    while expect.iter().any(|(k, e)| e.records < wanted[k]) {
+        set.poll(|ring, rec| {
+            expect.get_mut(ring).unwrap().check(rec);
+            ControlFlow::Continue(())
+        })
+        .unwrap_or_else(|e| panic!("poll: {e}; {expect:?}"));
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+    // Nothing more, nothing twice.
+    set.set_deadline(Some(Instant::now()));
+    let extra = set.poll(|_, _| ControlFlow::Continue(()));
+    assert!(matches!(extra, Err(Error::DeadlineExceeded)), "{extra:?}");
+    for i in 0..8 {
+        let s = set.stats(&i).unwrap();
+        assert_eq!(s.records, wanted[&i], "ring {i}");
+        let cons = set.consumer(&i).unwrap();
+        assert_eq!(cons.available_bytes(), 0, "ring {i}: everything committed");
+    }
+    let t = set.totals();
+    assert!(t.rounds > 0 && t.budget_exhausted > 0, "{t:?}");
+}
+
+#[test]
+fn add_and_remove_rings_while_producers_run() {
+    privileged!();
+    const TOTAL: u64 = 30_000;
+    let rings: Vec<Arc<RingBuf>> = (0..4)
+        .map(|_| Arc::new(RingBuf::create(16 * page()).unwrap()))
+        .collect();
+    let cfg = ProducerConfig {
+        discard_every: Some(7),
+        ..ProducerConfig::fixed(40)
+    };
+    let mut set = RingSet::new().unwrap();
+    let mut expect: Vec<Expect> = (0..4).map(|_| Expect::new(cfg.clone())).collect();
+    // Rings 0 and 1 from the start; 2 and 3 join while their producers run.
+    set.insert(0, rings[0].as_fd()).unwrap();
+    set.insert(1, rings[1].as_fd()).unwrap();
+    let producers: Vec<_> = rings
+        .iter()
+        .map(|ring| {
+            let ring = Arc::clone(ring);
+            let cfg = cfg.clone();
+            thread::spawn(move || {
+                let p = KernelProducer::new(ring.as_fd(), cfg).unwrap();
+                produce_all(&p, TOTAL, 50);
+            })
+        })
+        .collect();
+    set.set_budget(Budget::records(32));
+    let wanted = expect[0].wanted(TOTAL);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut polls = 0u64;
+    let mut removed: Option<(usize, Consumer)> = None;
+    while expect.iter().any(|e| e.records < wanted) {
+        assert!(Instant::now() < deadline, "stuck: {expect:?}");
+        // Short deadlines: a removed ring's records must wait without
+        // stalling the loop.
+        set.set_deadline(Some(Instant::now() + Duration::from_millis(5)));
+        match set.poll(|&k, rec| {
+            expect[k].check(rec);
+            ControlFlow::Continue(())
+        }) {
+            Ok(_) | Err(Error::DeadlineExceeded) => {}
+            Err(e) => panic!("{e}"),
+        }
+        polls += 1;
+        if polls == 20 {
+            set.insert(2, rings[2].as_fd()).unwrap();
+        }
+        if polls == 40 {
+            set.insert(3, rings[3].as_fd()).unwrap();
+        }
+        if polls > 40 && polls % 25 == 0 {
+            if let Some((k, consumer)) = removed.take() {
+                // Back, as the Consumer it was, or as a fresh one of the map
+                // (which starts where the removal committed).
+                if k % 2 == 0 {
+                    set.insert_consumer(k, consumer).unwrap();
+                } else {
+                    drop(consumer);
+                    set.insert(k, rings[k].as_fd()).unwrap();
+                }
+            } else {
+                let k = (polls / 25 % 4) as usize;
+                let consumer = set.remove(&k).expect("the ring is in the set");
+                assert!(!set.contains_key(&k));
+                // Everything delivered from it is committed.
+                assert_eq!(consumer.read_position(), consumer.consumer_position());
+                // One consumer per map: it cannot be added twice meanwhile.
+                assert!(matches!(
+                    RingSet::<usize>::new().unwrap().insert(9, rings[k].as_fd()),
+                    Err(Error::ConsumerExists { .. })
+                ));
+                removed = Some((k, consumer));
+            }
+        }
+        if removed.is_none() && polls > 40 {
+            assert_eq!(set.len(), 4);
+        }
+    }
+    for p in producers {
+        p.join().unwrap();
+    }
+    assert!(expect.iter().all(|e| e.records == wanted));
+}
+
+#[test]
+fn a_flooding_ring_delays_a_trickling_one_by_one_round_at_most() {
+    privileged!();
+    const BUDGET: usize = 50;
+    let flood = RingBuf::create(1 << 22).unwrap();
+    let trickle = RingBuf::create(4 * page()).unwrap();
+    let fp = KernelProducer::new(&flood, ProducerConfig::fixed(32)).unwrap();
+    let tp = KernelProducer::new(&trickle, ProducerConfig::fixed(32)).unwrap();
+    assert_eq!(fp.produce(50_000).unwrap().dropped, 0);
+    let mut set = RingSet::new().unwrap();
+    set.insert("flood", &flood).unwrap();
+    set.insert("trickle", &trickle).unwrap();
+    set.set_budget(Budget::records(BUDGET));
+    set.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+    let (mut flood_seen, mut trickle_seen) = (0u64, 0u64);
+    // Flood records delivered since the last trickle record was produced,
+    // while it is not yet delivered.
+    let mut since: Option<u64> = None;
+    let mut worst = 0;
+    let mut trickles = 0;
+    while flood_seen < 50_000 {
+        set.poll(|&k, rec| {
+            let seq = check_payload(rec).unwrap();
+            if k == "flood" {
+                assert_eq!(seq, flood_seen);
+                flood_seen += 1;
+                if let Some(n) = since.as_mut() {
+                    *n += 1;
+                } else if flood_seen % 997 == 0 {
+                    // A trickling record, committed by the kernel (its
+                    // wakeup reaches the set's epoll) in the middle of the
+                    // flooding ring's turn.
+                    assert_eq!(tp.produce(1).unwrap().submitted, 1);
+                    trickles += 1;
+                    since = Some(0);
+                }
+            } else {
+                assert_eq!(seq, trickle_seen);
+                trickle_seen += 1;
+                worst = worst.max(since.take().expect("a trickle record was produced"));
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    }
+    assert!(trickles > 40, "{trickles}");
+    assert_eq!(trickle_seen, trickles, "every trickle record delivered");
+    // The rest of the flooding ring's turn, then at most its turn in the
+    // next round.
+    assert!(
+        worst <= 2 * BUDGET as u64,
+        "a trickle record waited behind {worst} flood records (budget {BUDGET})"
+    );
+    assert!(set.budget_exhausted(&"flood").unwrap() > 900);
+    assert_eq!(set.budget_exhausted(&"trickle"), Some(0));
+}
+
+#[test]
+fn flush_and_close_from_another_thread() {
+    privileged!();
+    let rings: Vec<RingBuf> = (0..3)
+        .map(|_| RingBuf::create(4 * page()).unwrap())
+        .collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert(i, r).unwrap();
+    }
+    // NO_WAKEUP records wake nobody: only the flush gets them read.
+    let cfg = ProducerConfig {
+        wakeup: Wakeup::NoWakeup,
+        ..ProducerConfig::fixed(24)
+    };
+    let p = KernelProducer::new(&rings[1], cfg.clone()).unwrap();
+    let handle = set.handle();
+    let seen = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let seen = Arc::clone(&seen);
+        thread::spawn(move || {
+            let mut got = Expect::new(cfg);
+            let started = Instant::now();
+            let res = loop {
+                match set.poll(|&k, rec| {
+                    assert_eq!(k, 1);
+                    got.check(rec);
+                    ControlFlow::Continue(())
+                }) {
+                    Ok(_) => continue,
+                    Err(e) => break e,
+                }
+            };
+            assert!(matches!(res, Error::Flushed), "{res}");
+            assert_eq!(got.records, 10, "the records present, then Flushed");
+            assert!(started.elapsed() >= Duration::from_millis(40));
+            seen.store(true, Ordering::Release);
+            // The next poll blocks until the close.
+            let started = Instant::now();
+            let res = set.poll(|_, _| ControlFlow::Continue(()));
+            assert!(matches!(res, Err(Error::Closed)), "{res:?}");
+            assert!(started.elapsed() >= Duration::from_millis(40));
+            // Closed stays closed, at once, even with records.
+            assert!(matches!(
+                set.poll(|_, _| ControlFlow::Continue(())),
+                Err(Error::Closed)
+            ));
+            assert!(matches!(
+                set.try_consume(|_, _| ControlFlow::Continue(())),
+                Err(Error::Closed)
+            ));
+        })
+    };
+    thread::sleep(Duration::from_millis(10));
+    p.produce(10).unwrap();
+    thread::sleep(Duration::from_millis(40));
+    let flushed = Instant::now();
+    handle.flush();
+    while !seen.load(Ordering::Acquire) {
+        assert!(
+            flushed.elapsed() < Duration::from_secs(5),
+            "flush not answered"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    thread::sleep(Duration::from_millis(50));
+    p.produce(5).unwrap();
+    handle.close();
+    assert!(handle.is_closed());
+    reader.join().unwrap();
+}
+
+#[test]
+fn deadline_in_the_past_reads_what_every_ring_holds() {
+    privileged!();
+    let rings: Vec<RingBuf> = (0..4)
+        .map(|_| RingBuf::create(4 * page()).unwrap())
+        .collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert(i, r).unwrap();
+    }
+    // Let the set find every ring empty (they leave the round), then fill
+    // two of them without wakeups.
+    set.set_deadline(Some(Instant::now()));
+    assert!(matches!(
+        set.poll(|_, _| ControlFlow::Continue(())),
+        Err(Error::DeadlineExceeded)
+    ));
+    let cfg = ProducerConfig {
+        wakeup: Wakeup::NoWakeup,
+        ..ProducerConfig::fixed(64)
+    };
+    for i in [0, 3] {
+        KernelProducer::new(&rings[i], cfg.clone())
+            .unwrap()
+            .produce(100)
+            .unwrap();
+    }
+    set.set_deadline(Some(Instant::now()));
+    let mut got = [0u64; 4];
+    loop {
+        match set.poll(|&k, _| {
+            got[k] += 1;
+            ControlFlow::Continue(())
+        }) {
+            Ok(_) => {}
+            Err(Error::DeadlineExceeded) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, [100, 0, 0, 100]);
+}
+
+#[test]
+fn inner_rings_of_array_and_hash_of_maps() {
+    privileged!();
+    let size = 4 * page();
+    let template = RingBuf::create(size).unwrap();
+    let inner: Vec<RingBuf> = (0..3).map(|_| RingBuf::create(size).unwrap()).collect();
+    // BPF_MAP_TYPE_ARRAY_OF_MAPS (12), u32 keys; BPF_MAP_TYPE_HASH_OF_MAPS (13), u64 keys.
+    let array = create_map_of_maps(12, 4, 4, &template).unwrap();
+    let hash = create_map_of_maps(13, 8, 4, &template).unwrap();
+    set_inner_map(&array, &0u32.to_ne_bytes(), &inner[0]).unwrap();
+    set_inner_map(&array, &2u32.to_ne_bytes(), &inner[1]).unwrap();
+    set_inner_map(&hash, &77u64.to_ne_bytes(), &inner[2]).unwrap();
+
+    let mut set = RingSet::new().unwrap();
+    set.insert_inner("a0", &array, &0u32.to_ne_bytes()).unwrap();
+    set.insert_inner("a2", &array, &2u32.to_ne_bytes()).unwrap();
+    set.insert_inner("h77", &hash, &77u64.to_ne_bytes())
+        .unwrap();
+    // The same ring twice: one consumer per map.
+    assert!(matches!(
+        set.insert_inner("again", &array, &0u32.to_ne_bytes()),
+        Err(Error::ConsumerExists { .. })
+    ));
+    // An empty slot, a wrong key size, a map that is not a map of maps.
+    assert!(set.insert_inner("a1", &array, &1u32.to_ne_bytes()).is_err());
+    assert!(matches!(
+        set.insert_inner("short", &array, &[0u8; 2]),
+        Err(Error::WrongMapLayout { .. })
+    ));
+    assert!(matches!(
+        set.insert_inner("ring", &template, &0u32.to_ne_bytes()),
+        Err(Error::WrongMapType { found: 27, .. })
+    ));
+    assert_eq!(set.len(), 3);
+
+    for (i, ring) in inner.iter().enumerate() {
+        KernelProducer::new(ring, ProducerConfig::fixed(48))
+            .unwrap()
+            .produce(10 * (i as u64 + 1))
+            .unwrap();
+    }
+    let mut next: HashMap<&str, u64> = HashMap::new();
+    set.set_deadline(Some(Instant::now() + Duration::from_millis(50)));
+    loop {
+        match set.poll(|&k, rec| {
+            let n = next.entry(k).or_default();
+            assert_eq!(check_payload(rec).unwrap(), *n);
+            *n += 1;
+            ControlFlow::Continue(())
+        }) {
+            Ok(_) => {}
+            Err(Error::DeadlineExceeded) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(next["a0"], 10);
+    assert_eq!(next["a2"], 20);
+    assert_eq!(next["h77"], 30);
+}
+
+#[test]
+fn driven_from_another_event_loop() {
+    privileged!();
+    let rings: Vec<RingBuf> = (0..3)
+        .map(|_| RingBuf::create(4 * page()).unwrap())
+        .collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert(i, r).unwrap();
+    }
+    let producer = KernelProducer::new(&rings[2], ProducerConfig::fixed(32)).unwrap();
+    let mut got = 0u64;
+    let mut sleeps = 0;
+    for burst in 0..20u64 {
+        // The loop: consume until nothing, prepare, sleep on the set's fd.
+        loop {
+            let r = set
+                .try_consume(|&k, rec| {
+                    assert_eq!(k, 2);
+                    assert_eq!(check_payload(rec).unwrap(), got);
+                    got += 1;
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            if r.records > 0 {
+                continue;
+            }
+            match set.prepare_wait().unwrap() {
+                Readiness::Ready => continue,
+                _ => break,
+            }
+        }
+        assert_eq!(got, burst * 7);
+        // The set's epoll descriptor is what the other loop sleeps on; the
+        // ring's wakeup is queued in it edge-triggered, so the records are
+        // found by the next try_consume even if they came before the sleep.
+        let _fd = set.as_fd();
+        producer.produce(7).unwrap();
+        sleeps += 1;
+    }
+    set.try_consume(|_, _| {
+        got += 1;
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(got, 20 * 7);
+    assert_eq!(sleeps, 20);
+}
+
+// ---- fake rings: no privileges needed ----------------------------------------
+
+fn keyed(ring: &FakeRing, key: u64, len: usize) {
+    let mut buf = vec![0u8; len.max(8)];
+    buf[..8].copy_from_slice(&key.to_le_bytes());
+    ring.output(&buf, Wakeup::Default)
+        .expect("room in the ring");
+}
+
+fn key_of(rec: &[u8]) -> u64 {
+    u64::from_le_bytes(rec[..8].try_into().unwrap())
+}
+
+#[test]
+fn ordered_merge_of_interleaved_rings() {
+    let rings: Vec<FakeRing> = (0..3).map(|_| FakeRing::new(4 * page()).unwrap()).collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert_consumer(i, r.consumer().unwrap()).unwrap();
+    }
+    // Keys increasing within each ring, interleaved across rings unevenly.
+    let mut k = 0u64;
+    let mut owner = Vec::new();
+    for step in 0..300u64 {
+        let ring = ((step * 7 + step / 5) % 3) as usize;
+        k += 1 + step % 4;
+        keyed(&rings[ring], k, 8 + (step as usize % 5) * 8);
+        owner.push((k, ring));
+        if step % 2 == 0 {
+            // A discard between records changes nothing.
+            rings[ring].reserve(16).unwrap().discard(Wakeup::NoWakeup);
+        }
+    }
+    set.set_budget(Budget::UNLIMITED);
+    set.set_deadline(Some(Instant::now()));
+    let mut got = Vec::new();
+    let r = set
+        .poll_ordered(key_of, |&ring, rec| {
+            got.push((key_of(rec), ring));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(r.records, 300, "one round takes every record present");
+    assert_eq!(got, owner, "merged in key order, each with its ring");
+    for (i, r) in rings.iter().enumerate() {
+        assert_eq!(
+            r.consumer_position(),
+            r.producer_position(),
+            "ring {i} committed"
+        );
+    }
+    assert!(matches!(
+        set.poll_ordered(key_of, |_, _| ControlFlow::Continue(())),
+        Err(Error::DeadlineExceeded)
+    ));
+}
+
+#[test]
+fn ordered_merge_stops_at_a_budget_and_a_busy_head() {
+    let rings: Vec<FakeRing> = (0..2).map(|_| FakeRing::new(4 * page()).unwrap()).collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert_consumer(i, r.consumer().unwrap()).unwrap();
+    }
+    for k in 0..20u64 {
+        keyed(&rings[(k % 2) as usize], k, 8);
+    }
+    // Ring 1's next record is reserved, not committed: records after it
+    // wait for it.
+    let busy = rings[1].reserve(8).unwrap();
+    keyed(&rings[0], 100, 8);
+    set.set_budget(Budget::records(4));
+    set.set_deadline(Some(Instant::now()));
+    let mut got = Vec::new();
+    let r = set
+        .poll_ordered(key_of, |_, rec| {
+            got.push(key_of(rec));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    // Ring 0 (keys 0, 2, 4, 6) uses up its budget first: the round ends
+    // after its fourth record.
+    assert_eq!(got, (0..7).collect::<Vec<_>>());
+    assert_eq!(r.budget_exhausted, 1);
+    set.set_budget(Budget::UNLIMITED);
+    got.clear();
+    set.poll_ordered(key_of, |_, rec| {
+        got.push(key_of(rec));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    // Ring 1 stops at its BUSY head; ring 0 goes on to its end.
+    assert_eq!(got, (7..20).chain([100]).collect::<Vec<_>>());
+    let mut busy = busy;
+    busy.write(0, &50u64.to_le_bytes());
+    busy.submit(Wakeup::Default);
+    got.clear();
+    set.poll_ordered(key_of, |_, rec| {
+        got.push(key_of(rec));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(got, vec![50]);
+}
+
+#[test]
+fn fake_rings_round_robin_break_and_remove() {
+    let rings: Vec<FakeRing> = (0..3).map(|_| FakeRing::new(4 * page()).unwrap()).collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert_consumer(i, r.consumer().unwrap()).unwrap();
+        for k in 0..10u64 {
+            keyed(r, k, 8);
+        }
+    }
+    set.set_budget(Budget::records(3));
+    set.set_deadline(Some(Instant::now()));
+    let mut order = Vec::new();
+    let r = set
+        .poll(|&ring, rec| {
+            order.push((ring, key_of(rec)));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!((r.records, r.rings, r.budget_exhausted), (9, 3, 3));
+    // Round-robin: three from each ring in turn, in order within each.
+    let rings_in_order: Vec<usize> = order.iter().map(|&(r, _)| r).collect();
+    let mut sorted = rings_in_order.clone();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 3, "{order:?}");
+    // A break stops after that record, which counts as consumed.
+    let mut n = 0;
+    let r = set
+        .poll(|_, _| {
+            n += 1;
+            if n == 2 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+    assert!(r.interrupted && r.records == 2);
+    // Removing a ring commits what was delivered from it.
+    let first = order[0].0;
+    let c = set.remove(&first).unwrap();
+    assert_eq!(c.consumer_position(), c.read_position());
+    assert_eq!(rings[first].consumer_position(), c.consumer_position());
+    assert!(set.remove(&first).is_none());
+    assert_eq!(set.len(), 2);
+    // Replacing a key returns the ring it held.
+    let old = set.insert_consumer(first, c).unwrap();
+    assert!(old.is_none());
+    let mut total = 9 + 2;
+    loop {
+        match set.poll(|_, _| {
+            total += 1;
+            ControlFlow::Continue(())
+        }) {
+            Ok(_) => {}
+            Err(Error::DeadlineExceeded) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(total, 30);
+    assert!(set.stats(&0).unwrap().records > 0);
+    assert!(set.stats(&7).is_none());
+}
