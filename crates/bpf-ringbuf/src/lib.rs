@@ -141,9 +141,13 @@ mod wait;
 
 #[cfg(feature = "testing")]
 pub mod testing;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 #[cfg(feature = "zerocopy")]
 mod typed;
 
+#[cfg(feature = "tokio")]
+pub use crate::tokio::{AsyncBatch, AsyncReader, RecordStream};
 pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, StopReason};
 pub use error::{Error, Result};
 pub use lost::{LostCounter, LostEvents};

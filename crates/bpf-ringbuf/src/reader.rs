@@ -391,8 +391,7 @@ impl Reader {
         self.core.cursor_mut().publish();
         self.policy = policy;
         if let WakePolicy::Adaptive { max_latency } = policy {
-            self.nap
-                .set((max_latency / 8).clamp(MIN_NAP.min(max_latency), max_latency));
+            self.nap.set(first_nap(max_latency));
         }
     }
 
@@ -520,23 +519,7 @@ impl Reader {
                     WakePolicy::Adaptive { max_latency } => {
                         let d = self.nap.get();
                         self.nap(d)?;
-                        // Grow the nap while the ring stays empty; shrink it
-                        // fast when it was found filling.
-                        let fill = self
-                            .core
-                            .cursor()
-                            .known_fill()
-                            .max(self.core.available_bytes());
-                        let size = self.core.buffer_size();
-                        let next = if fill >= size / 4 {
-                            d / 4
-                        } else if fill == 0 {
-                            d.saturating_mul(2)
-                        } else {
-                            d
-                        };
-                        self.nap
-                            .set(next.clamp(MIN_NAP.min(max_latency), max_latency));
+                        self.nap.set(next_nap(d, &self.core, max_latency));
                     }
                 },
             }
@@ -563,7 +546,7 @@ impl Reader {
             }
             if woke.ring {
                 bump(&self.wakeups);
-                let filling = self.core.available_bytes() >= self.core.buffer_size() / 4;
+                let filling = is_filling(&self.core);
                 if !first || filling {
                     return Ok(());
                 }
@@ -604,6 +587,33 @@ impl Reader {
 
 /// The shortest nap of [`WakePolicy::Adaptive`].
 const MIN_NAP: Duration = Duration::from_micros(50);
+
+/// [`WakePolicy::Adaptive`]'s first nap.
+pub(crate) fn first_nap(max_latency: Duration) -> Duration {
+    (max_latency / 8).clamp(MIN_NAP.min(max_latency), max_latency)
+}
+
+/// [`WakePolicy::Adaptive`]'s nap after one of `d`: it grows while the ring
+/// stays empty and shrinks fast when the ring was found filling.
+pub(crate) fn next_nap(d: Duration, core: &Consumer, max_latency: Duration) -> Duration {
+    let fill = core.cursor().known_fill().max(core.available_bytes());
+    let size = core.buffer_size();
+    let next = if fill >= size / 4 {
+        d / 4
+    } else if fill == 0 {
+        d.saturating_mul(2)
+    } else {
+        d
+    };
+    next.clamp(MIN_NAP.min(max_latency), max_latency)
+}
+
+/// Whether a napping reader answers the kernel's first (default) wakeup: only
+/// when the ring is already a quarter full. Any later wakeup in the same nap
+/// can only be forced, and always ends it.
+pub(crate) fn is_filling(core: &Consumer) -> bool {
+    core.available_bytes() >= core.buffer_size() / 4
+}
 
 fn bump(c: &Cell<u64>) {
     c.set(c.get().wrapping_add(1));

@@ -1,4 +1,5 @@
-//! Kernel ABI and raw system calls: `bpf()`, `mmap`, `epoll`, `eventfd`.
+//! Kernel ABI and raw system calls: `bpf()`, `mmap`, `epoll`, `eventfd`, and
+//! (feature `tokio`) registering a descriptor with tokio's reactor.
 //!
 //! # Safety
 //!
@@ -18,6 +19,8 @@ compile_error!(
     "bpf-ringbuf supports 64-bit targets only (positions are 64-bit words shared with the kernel)"
 );
 
+#[cfg(feature = "tokio")]
+pub(crate) mod async_fd;
 pub(crate) mod bpf;
 pub(crate) mod epoll;
 #[cfg(feature = "testing")]
