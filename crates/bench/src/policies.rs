@@ -292,20 +292,29 @@ pub fn render(o: &Opts, p: &[LoadResult], cost: &[CostRow]) -> String {
         );
         let _ = writeln!(
             m,
-            "| consumer | records/s | ratio to libbpf | producer ns/record | ratio to no consumer | latency p50 µs | p99 µs | max µs | producer irq_work/record | sleeps/record | `stats()` sleeps / wakeups per 1000 records | failed reserves per round |\n\
-             |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+            "| consumer | records/s | ratio to libbpf | producer ns/record | ratio to no consumer | latency p50 µs | p99 µs | max µs | p99 per round, µs | producer irq_work/record | sleeps/record | `stats()` sleeps / wakeups per 1000 records | failed reserves per round |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"
         );
         for (i, &k) in KINDS.iter().enumerate() {
             let rs = &r.rounds[i];
             let lat = pooled_latency(rs);
             let lat = if k.is_none() {
-                "— | — | —".to_string()
+                "— | — | — | —".to_string()
             } else {
+                let per_round: Vec<String> = rs
+                    .iter()
+                    .map(|s| {
+                        let mut v = s.latency_ns.clone();
+                        v.sort_unstable();
+                        format!("{:.0}", percentile(&v, 0.99) as f64 / 1e3)
+                    })
+                    .collect();
                 format!(
-                    "{:.0} | {:.0} | {:.0}",
+                    "{:.0} | {:.0} | {:.0} | {}",
                     percentile(&lat, 0.5) as f64 / 1e3,
                     percentile(&lat, 0.99) as f64 / 1e3,
-                    lat.last().copied().unwrap_or(0) as f64 / 1e3
+                    lat.last().copied().unwrap_or(0) as f64 / 1e3,
+                    per_round.join(" ")
                 )
             };
             let sleeps = if k.is_none() {

@@ -235,7 +235,7 @@ pub fn render(
                 m,
                 "\nTelemetry is always on: every drain above counts records, bytes, commits and the fill high-water mark. \
                  Sanity check, `Reader::stats()` of the `consume` reader after all its drains of this ring \
-                 (warm-up included): {} records ({}, the records the producer gave it), {} discarded, {} bytes, {} commits, \
+                 (warm-up included): {} records ({} the {given} records the producer gave it), {} discarded, {} bytes, {} commits, \
                  max fill {} of {} bytes, {} sleeps, {} wakeups, {} BUSY stalls.\n",
                 st.records,
                 if st.records == given { "equal to" } else { "**differs from**" },
