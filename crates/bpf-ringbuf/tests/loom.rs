@@ -14,6 +14,10 @@
 //! edge-triggered epoll a wakeup sent at any time during this round is
 //! delivered; none sent means the sleeper never wakes. So: the consumer
 //! decides to sleep ⇒ some producer sent a wakeup.
+//!
+//! `rings_round` extends it to several rings sharing one sleep (a
+//! `RingSet`): every ring is published, fenced and re-checked before it, and
+//! a producer on any ring must wake the set.
 #![cfg(loom)]
 
 use loom::sync::atomic::AtomicBool;
@@ -117,4 +121,68 @@ fn fence_two_producers_out_of_order_no_lost_wakeup() {
 #[should_panic(expected = "lost wakeup")]
 fn no_fence_loses_a_wakeup() {
     loom::model(|| round::<false>(1));
+}
+
+/// Several rings sharing one sleep (a `RingSet`): the consumer publishes,
+/// fences and re-checks each ring in turn, and sleeps only if every ring
+/// was empty at its re-check. Each ring is in the state of `round` (the
+/// record at 0 read, not yet published); a producer on each ring listed in
+/// `producing` reserves and commits the next record meanwhile. Any ring's
+/// wakeup is the set's (one epoll instance): the consumer decides to sleep
+/// ⇒ some producer woke it.
+fn rings_round<const FENCE: bool>(rings: usize, producing: &'static [usize]) {
+    let rings: Arc<Vec<Ring>> = Arc::new(
+        (0..rings)
+            .map(|_| Ring {
+                consumer_pos: AtomicUsize::new(0),
+                producer_pos: AtomicUsize::new(STRIDE),
+                headers: [AtomicU32::new(0), AtomicU32::new(0)],
+                lock: Mutex::new(()),
+                woken: AtomicBool::new(false),
+            })
+            .collect(),
+    );
+    let handles: Vec<_> = producing
+        .iter()
+        .map(|&r| {
+            let rings = Arc::clone(&rings);
+            thread::spawn(move || producer(&rings[r], false))
+        })
+        .collect();
+    // Every ring is published, fenced and re-checked before the one sleep.
+    let mut sleeps = true;
+    for ring in rings.iter() {
+        sleeps &= publish_and_check_empty::<FENCE>(&ring.consumer_pos, &ring.producer_pos, STRIDE);
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    if sleeps {
+        assert!(
+            rings.iter().any(|r| r.woken.load(Ordering::Acquire)),
+            "lost wakeup: the set sleeps, no ring woke it, and records are in a ring"
+        );
+    } else {
+        assert!(rings
+            .iter()
+            .any(|r| r.producer_pos.load(Ordering::Acquire) != STRIDE));
+    }
+}
+
+#[test]
+fn fence_two_rings_a_producer_on_each_no_lost_wakeup() {
+    loom::model(|| rings_round::<true>(2, &[0, 1]));
+}
+
+#[test]
+fn fence_three_rings_a_producer_on_the_first_no_lost_wakeup() {
+    // The first ring is re-checked longest before the sleep.
+    loom::model(|| rings_round::<true>(3, &[0]));
+}
+
+/// Without the fence, the many-ring sleep loses a wakeup too.
+#[test]
+#[should_panic(expected = "lost wakeup")]
+fn no_fence_two_rings_lose_a_wakeup() {
+    loom::model(|| rings_round::<false>(2, &[1]));
 }
