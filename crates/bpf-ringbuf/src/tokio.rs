@@ -111,16 +111,19 @@
 //!
 //! # Driving a `RingSet` from tokio
 //!
-//! A set of rings behind one epoll descriptor (the `RingSet` of issue 9,
-//! built separately) is driven the same way: wrap it in an
-//! `AsyncFd::with_interest(set, Interest::READABLE)` (its `AsFd` is the epoll
-//! descriptor, which is readable while any ring it watches has an event),
-//! then loop: drain with its non-blocking consume; when that found nothing,
-//! take the readiness guard, call its prepare-to-sleep step (every ring
-//! published, one fence, every ring re-checked) and clear the guard's
-//! readiness only if that found every ring empty; then await readiness, with
-//! a short timer when a ring's head was BUSY, and spend tokio's cooperative
-//! budget per round as above. No adapter type for it exists yet.
+//! A [`RingSet`](crate::RingSet) (many rings behind one epoll descriptor) is
+//! driven the same way; there is no adapter type for it yet. Register a
+//! duplicate of its [`AsFd`] descriptor (the epoll instance, readable while
+//! a ring it watches has a wakeup pending) as an `AsyncFd` with
+//! `Interest::READABLE`, then loop: drain with
+//! [`try_consume`](crate::RingSet::try_consume); when a round found nothing,
+//! take the readiness guard, call [`RingSet::prepare_wait`](crate::RingSet::prepare_wait)
+//! (every ring published, fenced and re-checked) and clear the guard's
+//! readiness only if it returned [`Readiness::Empty`]; await readiness (with
+//! a 1 ms timer on [`Readiness::InProgress`]), and spend tokio's cooperative
+//! budget once per round (`tokio::task::coop::consume_budget().await`), as
+//! above. Flush and close of a `RingSet` come through that same epoll
+//! descriptor.
 
 use std::borrow::BorrowMut;
 use std::cell::Cell;
@@ -230,8 +233,8 @@ pub struct AsyncReader {
 impl AsyncReader {
     /// Opens an async reader on a ring buffer map (see [`Consumer::new`]
     /// for what is mapped and the errors). Must be called inside a tokio
-    /// runtime with IO and time enabled; it panics otherwise (as
-    /// [`AsyncFd::new`] and [`tokio::time::sleep`] do).
+    /// runtime with IO and time enabled; it panics otherwise (as tokio's
+    /// `AsyncFd` registration and [`tokio::time::sleep`] do).
     pub fn new(map: impl AsFd) -> Result<AsyncReader> {
         AsyncReader::from_consumer(Consumer::new(map)?)
     }
