@@ -1,104 +1,5 @@
 //! [`RingSet`]: many rings, one epoll instance, one eventfd for flush and
 //! close, drained round-robin with a fair budget per ring.
-//!
-//! Agents shard their events over many rings (one per CPU, or per group of
-//! CPUs) because one ring's reservation lock saturates. A `RingSet` reads
-//! them all from one thread:
-//!
-//! * **One descriptor per ring.** Each ring is a [`Consumer`] (its map's
-//!   descriptor, duplicated, and its mappings), registered edge-triggered in
-//!   the set's one epoll instance. Flush and close share one eventfd.
-//! * **Fair rounds.** [`poll`](RingSet::poll) drains the rings that have
-//!   records round-robin, each at most one [`Budget`] per round
-//!   ([`set_budget`](RingSet::set_budget), records and bytes), with one
-//!   commit per ring per round. A ring that floods cannot delay another
-//!   ready ring by more than one round: between two records of a trickling
-//!   ring, a flooding one delivers at most two budgets (the rest of the
-//!   round under way, and its turn in the next).
-//! * **Idle rings cost nothing.** A round visits only the rings that may
-//!   have records: those the kernel woke, and those found non-empty last
-//!   time. A ring found empty leaves the round after it was published,
-//!   fenced and re-checked ([`Consumer::prepare_wait`]), so its next record
-//!   wakes the set. With [`WakePolicy::Kernel`] and no deadline, a poll never
-//!   scans the idle rings.
-//! * **Same waiting as a [`Reader`](crate::Reader).** Deadlines
-//!   ([`set_deadline`](RingSet::set_deadline)), [`ReaderHandle::flush`] and
-//!   [`ReaderHandle::close`] from another thread, and the [`WakePolicy`]
-//!   ([`set_wake_policy`](RingSet::set_wake_policy)). A deadline, a flush
-//!   and the end of every nap (`Interval`, `Adaptive`) make the next round
-//!   look at every ring once, so records committed with `BPF_RB_NO_WAKEUP`
-//!   are read then.
-//! * **Ordered merge** ([`poll_ordered`](RingSet::poll_ordered)): records of
-//!   all rings in the order of a `u64` key read from each record (a
-//!   timestamp at offset 0, say), by peeking each ring's head in place.
-//!
-//! # Before the one sleep
-//!
-//! The kernel wakes a ring's waiters only when it commits a record at the
-//! consumer position published for that ring (see the crate docs). Every
-//! ring that leaves the round has been published, fenced and re-checked, and
-//! the set sleeps only when no ring is left in the round (or only rings
-//! whose head record is reserved and not yet committed: then the sleep is
-//! bounded, as a `Reader`'s is). A record committed on any ring after its
-//! re-check finds the published position and wakes the epoll instance:
-//! edge-triggered, that wakeup is queued even if it comes before the set
-//! sleeps. `tests/loom.rs` models this for several rings sharing one sleep.
-//!
-//! # Driving a set from another event loop
-//!
-//! `RingSet` implements [`AsFd`]: its epoll descriptor, readable when a ring
-//! was woken (or on flush and close). Sleep on it, then call
-//! [`try_consume`](RingSet::try_consume) until it delivers nothing, then
-//! [`prepare_wait`](RingSet::prepare_wait) before sleeping again (sleep only
-//! on [`Readiness::Empty`]; with a short timeout on
-//! [`Readiness::InProgress`]).
-//!
-//! # Thread per shard
-//!
-//! A `RingSet` is `Send` but not `Sync`: one thread drives it. To use more
-//! CPUs, split the rings over threads, **one `RingSet` per thread** (for
-//! rings per CPU: the rings of CPUs `0..n/2` on one thread, the rest on
-//! another). Each ring belongs to exactly one set: a ring is a `Consumer`,
-//! and a second consumer of the same map in this process is refused
-//! ([`Error::ConsumerExists`]), so a ring cannot end up in two sets by
-//! mistake. To move a ring between threads, [`remove`](RingSet::remove) it
-//! (what was delivered from it is committed), send the `Consumer` over a
-//! channel, and [`insert_consumer`](RingSet::insert_consumer) it there. Keep
-//! a [`ReaderHandle`] of each set to close them all.
-//!
-//! # Inner rings of a map of maps
-//!
-//! [`insert_inner`](RingSet::insert_inner) opens the ring stored at a key
-//! of a `BPF_MAP_TYPE_ARRAY_OF_MAPS` or `BPF_MAP_TYPE_HASH_OF_MAPS` (from
-//! userspace a lookup returns the inner map's id, which is then opened).
-//!
-//! ```no_run
-//! # fn main() -> bpf_ringbuf::Result<()> {
-//! use std::ops::ControlFlow;
-//! use bpf_ringbuf::{Budget, Error, RingBuf, RingSet};
-//!
-//! let rings: Vec<RingBuf> = (0..4)
-//!     .map(|_| RingBuf::create(1 << 20))
-//!     .collect::<Result<_, _>>()?;
-//! let mut set = RingSet::new()?;
-//! for (cpu, ring) in rings.iter().enumerate() {
-//!     set.insert(cpu, ring)?;
-//! }
-//! set.set_budget(Budget { max_records: 256, max_bytes: 64 << 10 });
-//! let handle = set.handle(); // close() or flush() from another thread
-//! loop {
-//!     match set.poll(|cpu, rec| {
-//!         println!("cpu {cpu}: {} bytes", rec.len());
-//!         ControlFlow::Continue(())
-//!     }) {
-//!         Ok(_round) => {}
-//!         Err(Error::Closed) => break,
-//!         Err(e) => return Err(e),
-//!     }
-//! }
-//! # drop(handle);
-//! # Ok(()) }
-//! ```
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -124,14 +25,111 @@ const MIN_NAP: Duration = Duration::from_micros(50);
 
 /// Many ring buffers read from one thread: one epoll instance, one eventfd
 /// for flush and close, round-robin rounds with a fair [`Budget`] per ring,
-/// and an ordered merge. See the [module docs](self) for the guarantees.
+/// and an ordered merge.
 ///
 /// Rings are keyed by a key of your choosing (`K`: a CPU number, a name),
-/// which the callbacks receive with each record. Rings can be added and
-/// removed between polls.
+/// which the callbacks receive with each record. Every record of every ring
+/// is delivered exactly once, in order within its ring; zero-copy, as a
+/// slice of the ring lent to the callback.
 ///
-/// Every record of every ring is delivered exactly once, in order within its
-/// ring; zero-copy, as a slice of the ring lent to the callback.
+/// Agents shard their events over many rings (one per CPU, or per group of
+/// CPUs) because one ring's reservation lock saturates. A `RingSet` reads
+/// them all from one thread:
+///
+/// * **One descriptor per ring.** Each ring is a [`Consumer`] (its map's
+///   descriptor, duplicated, and its mappings), registered edge-triggered in
+///   the set's one epoll instance. Flush and close share one eventfd.
+/// * **Fair rounds.** [`poll`](Self::poll) drains the rings that have
+///   records round-robin, each at most one [`Budget`] per round
+///   ([`set_budget`](Self::set_budget), records and bytes), with one
+///   commit per ring per round. A ring that floods cannot delay another
+///   ready ring by more than one round: between two records of a trickling
+///   ring, a flooding one delivers at most two budgets (the rest of the
+///   round under way, and its turn in the next).
+/// * **Idle rings cost nothing.** A round visits only the rings that may
+///   have records: those the kernel woke, and those found non-empty last
+///   time. A ring found empty leaves the round after it was published,
+///   fenced and re-checked ([`Consumer::prepare_wait`]), so its next record
+///   wakes the set. With [`WakePolicy::Kernel`] and no deadline, a poll never
+///   scans the idle rings.
+/// * **Same waiting as a [`Reader`](crate::Reader).** Deadlines
+///   ([`set_deadline`](Self::set_deadline)), [`ReaderHandle::flush`] and
+///   [`ReaderHandle::close`] from another thread, and the [`WakePolicy`]
+///   ([`set_wake_policy`](Self::set_wake_policy)). A deadline, a flush
+///   and the end of every nap (`Interval`, `Adaptive`) make the next round
+///   look at every ring once, so records committed with `BPF_RB_NO_WAKEUP`
+///   are read then.
+/// * **Ordered merge** ([`poll_ordered`](Self::poll_ordered)): records of
+///   all rings in the order of a `u64` key read from each record (a
+///   timestamp at offset 0, say), by peeking each ring's head in place.
+///
+/// # Before the one sleep
+///
+/// The kernel wakes a ring's waiters only when it commits a record at the
+/// consumer position published for that ring (see the crate docs). Every
+/// ring that leaves the round has been published, fenced and re-checked, and
+/// the set sleeps only when no ring is left in the round (or only rings
+/// whose head record is reserved and not yet committed: then the sleep is
+/// bounded, as a `Reader`'s is). A record committed on any ring after its
+/// re-check finds the published position and wakes the epoll instance:
+/// edge-triggered, that wakeup is queued even if it comes before the set
+/// sleeps. `tests/loom.rs` models this for several rings sharing one sleep.
+///
+/// # Driving a set from another event loop
+///
+/// `RingSet` implements [`AsFd`]: its epoll descriptor, readable when a ring
+/// was woken (or on flush and close). Sleep on it, then call
+/// [`try_consume`](Self::try_consume) until it delivers nothing, then
+/// [`prepare_wait`](Self::prepare_wait) before sleeping again (sleep only
+/// on [`Readiness::Empty`]; with a short timeout on
+/// [`Readiness::InProgress`]).
+///
+/// # Thread per shard
+///
+/// A `RingSet` is `Send` but not `Sync`: one thread drives it. To use more
+/// CPUs, split the rings over threads, **one `RingSet` per thread** (for
+/// rings per CPU: the rings of CPUs `0..n/2` on one thread, the rest on
+/// another). Each ring belongs to exactly one set: a ring is a `Consumer`,
+/// and a second consumer of the same map in this process is refused
+/// ([`Error::ConsumerExists`]), so a ring cannot end up in two sets by
+/// mistake. To move a ring between threads, [`remove`](Self::remove) it
+/// (what was delivered from it is committed), send the `Consumer` over a
+/// channel, and [`insert_consumer`](Self::insert_consumer) it there. Keep
+/// a [`ReaderHandle`] of each set to close them all.
+///
+/// # Inner rings of a map of maps
+///
+/// [`insert_inner`](Self::insert_inner) opens the ring stored at a key
+/// of a `BPF_MAP_TYPE_ARRAY_OF_MAPS` or `BPF_MAP_TYPE_HASH_OF_MAPS` (from
+/// userspace a lookup returns the inner map's id, which is then opened).
+///
+/// ```no_run
+/// # fn main() -> bpf_ringbuf::Result<()> {
+/// use std::ops::ControlFlow;
+/// use bpf_ringbuf::{Budget, Error, RingBuf, RingSet};
+///
+/// let rings: Vec<RingBuf> = (0..4)
+///     .map(|_| RingBuf::create(1 << 20))
+///     .collect::<Result<_, _>>()?;
+/// let mut set = RingSet::new()?;
+/// for (cpu, ring) in rings.iter().enumerate() {
+///     set.insert(cpu, ring)?;
+/// }
+/// set.set_budget(Budget { max_records: 256, max_bytes: 64 << 10 });
+/// let handle = set.handle(); // close() or flush() from another thread
+/// loop {
+///     match set.poll(|cpu, rec| {
+///         println!("cpu {cpu}: {} bytes", rec.len());
+///         ControlFlow::Continue(())
+///     }) {
+///         Ok(_round) => {}
+///         Err(Error::Closed) => break,
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// # drop(handle);
+/// # Ok(()) }
+/// ```
 pub struct RingSet<K> {
     /// The rings; a ring's index here is its epoll token.
     slots: Vec<Option<Slot<K>>>,
@@ -512,7 +510,7 @@ where
     /// One round over the rings that may have records, without sleeping:
     /// the rings the kernel woke since the last call, and those left with
     /// records. For event loops that sleep on [`AsFd`] themselves (see the
-    /// [module docs](self)); call [`prepare_wait`](Self::prepare_wait)
+    /// [type docs](RingSet)); call [`prepare_wait`](Self::prepare_wait)
     /// before sleeping. Ignores the deadline and flush; [`Error::Closed`]
     /// after close.
     pub fn try_consume<F>(&mut self, mut f: F) -> Result<RoundStats>
@@ -974,7 +972,7 @@ where
 
 impl<K> AsFd for RingSet<K> {
     /// The epoll instance: readable when a ring was woken, or on flush and
-    /// close. See the [module docs](self) for the loop around it.
+    /// close. See the [`RingSet`] docs for the loop around it.
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.epoll.as_fd()
     }

@@ -23,6 +23,43 @@ fn page() -> usize {
     bpf_ringbuf::page_size()
 }
 
+/// `n` kernel rings of `size` bytes, all in a new set under keys `0..n`.
+fn kernel_set(n: usize, size: usize) -> (Vec<RingBuf>, RingSet<usize>) {
+    let rings: Vec<RingBuf> = (0..n).map(|_| RingBuf::create(size).unwrap()).collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert(i, r).unwrap();
+    }
+    (rings, set)
+}
+
+/// `n` fake rings, all in a new set under keys `0..n`.
+fn fake_set(n: usize) -> (Vec<FakeRing>, RingSet<usize>) {
+    let rings: Vec<FakeRing> = (0..n).map(|_| FakeRing::new(4 * page()).unwrap()).collect();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert_consumer(i, r.consumer().unwrap()).unwrap();
+    }
+    (rings, set)
+}
+
+/// Polls until the deadline set is reported.
+fn poll_to_deadline<K>(set: &mut RingSet<K>, mut f: impl FnMut(&K, &[u8]))
+where
+    K: Clone + Eq + std::hash::Hash,
+{
+    loop {
+        match set.poll(|k, rec| {
+            f(k, rec);
+            ControlFlow::Continue(())
+        }) {
+            Ok(_) => {}
+            Err(Error::DeadlineExceeded) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// The next sequence number a ring's consumer expects, skipping discards.
 #[derive(Debug, Clone)]
 struct Expect {
@@ -289,13 +326,7 @@ fn a_flooding_ring_delays_a_trickling_one_by_one_round_at_most() {
 #[test]
 fn flush_and_close_from_another_thread() {
     privileged!();
-    let rings: Vec<RingBuf> = (0..3)
-        .map(|_| RingBuf::create(4 * page()).unwrap())
-        .collect();
-    let mut set = RingSet::new().unwrap();
-    for (i, r) in rings.iter().enumerate() {
-        set.insert(i, r).unwrap();
-    }
+    let (rings, mut set) = kernel_set(3, 4 * page());
     // NO_WAKEUP records wake nobody: only the flush gets them read.
     let cfg = ProducerConfig {
         wakeup: Wakeup::NoWakeup,
@@ -361,13 +392,7 @@ fn flush_and_close_from_another_thread() {
 #[test]
 fn deadline_in_the_past_reads_what_every_ring_holds() {
     privileged!();
-    let rings: Vec<RingBuf> = (0..4)
-        .map(|_| RingBuf::create(4 * page()).unwrap())
-        .collect();
-    let mut set = RingSet::new().unwrap();
-    for (i, r) in rings.iter().enumerate() {
-        set.insert(i, r).unwrap();
-    }
+    let (rings, mut set) = kernel_set(4, 4 * page());
     // Let the set find every ring empty (they leave the round), then fill
     // two of them without wakeups.
     set.set_deadline(Some(Instant::now()));
@@ -387,16 +412,9 @@ fn deadline_in_the_past_reads_what_every_ring_holds() {
     }
     set.set_deadline(Some(Instant::now()));
     let mut got = [0u64; 4];
-    loop {
-        match set.poll(|&k, _| {
-            got[k] += 1;
-            ControlFlow::Continue(())
-        }) {
-            Ok(_) => {}
-            Err(Error::DeadlineExceeded) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    poll_to_deadline(&mut set, |&k, _| {
+        got[k] += 1;
+    });
     assert_eq!(got, [100, 0, 0, 100]);
 }
 
@@ -443,18 +461,11 @@ fn inner_rings_of_array_and_hash_of_maps() {
     }
     let mut next: HashMap<&str, u64> = HashMap::new();
     set.set_deadline(Some(Instant::now() + Duration::from_millis(50)));
-    loop {
-        match set.poll(|&k, rec| {
-            let n = next.entry(k).or_default();
-            assert_eq!(check_payload(rec).unwrap(), *n);
-            *n += 1;
-            ControlFlow::Continue(())
-        }) {
-            Ok(_) => {}
-            Err(Error::DeadlineExceeded) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    poll_to_deadline(&mut set, |&k, rec| {
+        let n = next.entry(k).or_default();
+        assert_eq!(check_payload(rec).unwrap(), *n);
+        *n += 1;
+    });
     assert_eq!(next["a0"], 10);
     assert_eq!(next["a2"], 20);
     assert_eq!(next["h77"], 30);
@@ -463,13 +474,7 @@ fn inner_rings_of_array_and_hash_of_maps() {
 #[test]
 fn driven_from_another_event_loop() {
     privileged!();
-    let rings: Vec<RingBuf> = (0..3)
-        .map(|_| RingBuf::create(4 * page()).unwrap())
-        .collect();
-    let mut set = RingSet::new().unwrap();
-    for (i, r) in rings.iter().enumerate() {
-        set.insert(i, r).unwrap();
-    }
+    let (rings, mut set) = kernel_set(3, 4 * page());
     let producer = KernelProducer::new(&rings[2], ProducerConfig::fixed(32)).unwrap();
     let mut got = 0u64;
     let mut sleeps = 0;
@@ -524,11 +529,7 @@ fn key_of(rec: &[u8]) -> u64 {
 
 #[test]
 fn ordered_merge_of_interleaved_rings() {
-    let rings: Vec<FakeRing> = (0..3).map(|_| FakeRing::new(4 * page()).unwrap()).collect();
-    let mut set = RingSet::new().unwrap();
-    for (i, r) in rings.iter().enumerate() {
-        set.insert_consumer(i, r.consumer().unwrap()).unwrap();
-    }
+    let (rings, mut set) = fake_set(3);
     // Keys increasing within each ring, interleaved across rings unevenly.
     let mut k = 0u64;
     let mut owner = Vec::new();
@@ -568,11 +569,7 @@ fn ordered_merge_of_interleaved_rings() {
 
 #[test]
 fn ordered_merge_stops_at_a_budget_and_a_busy_head() {
-    let rings: Vec<FakeRing> = (0..2).map(|_| FakeRing::new(4 * page()).unwrap()).collect();
-    let mut set = RingSet::new().unwrap();
-    for (i, r) in rings.iter().enumerate() {
-        set.insert_consumer(i, r.consumer().unwrap()).unwrap();
-    }
+    let (rings, mut set) = fake_set(2);
     for k in 0..20u64 {
         keyed(&rings[(k % 2) as usize], k, 8);
     }
@@ -663,16 +660,9 @@ fn fake_rings_round_robin_break_and_remove() {
     let old = set.insert_consumer(first, c).unwrap();
     assert!(old.is_none());
     let mut total = 9 + 2;
-    loop {
-        match set.poll(|_, _| {
-            total += 1;
-            ControlFlow::Continue(())
-        }) {
-            Ok(_) => {}
-            Err(Error::DeadlineExceeded) => break,
-            Err(e) => panic!("{e}"),
-        }
-    }
+    poll_to_deadline(&mut set, |_, _| {
+        total += 1;
+    });
     assert_eq!(total, 30);
     assert!(set.stats(&0).unwrap().records > 0);
     assert!(set.stats(&7).is_none());
