@@ -6,7 +6,8 @@
 #   scripts/bench.sh            # full run, rewrites BENCHMARKS.md
 #   scripts/bench.sh --quick    # smoke run (fewer rounds, 4 MiB only), prints to stdout
 #   scripts/bench.sh --scenario policies   # one scenario (drain, stream, cost,
-#                               # policies, callgrind), prints to stdout
+#                               # policies, rings, tokio, callgrind), prints to stdout
+#   scripts/bench.sh --scenario rings,tokio  # several, comma-separated
 #
 # Needs root (or CAP_BPF + CAP_PERFMON): it creates ring buffer maps and runs
 # BPF programs with BPF_PROG_TEST_RUN. Takes about three to four minutes on 2 cores,

@@ -82,6 +82,23 @@ impl Libbpf {
         }
         Ok(Self { rb, tally })
     }
+    /// `ring_buffer__add`: one more ring in the same `ring_buffer` (its
+    /// epoll instance), with the same callback and tally.
+    pub fn add(&mut self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        // SAFETY: rb is valid until drop; the ctx outlives it, as in `new`.
+        let r = unsafe {
+            libbpf_sys::ring_buffer__add(
+                self.rb,
+                fd.as_raw_fd(),
+                Some(libbpf_cb),
+                (&mut *self.tally as *mut Tally).cast(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::from_raw_os_error(-r));
+        }
+        Ok(())
+    }
     fn take(&mut self, t: &mut Tally) {
         t.add(&self.tally);
         *self.tally = Tally::default();
@@ -121,30 +138,41 @@ impl Drop for Libbpf {
 pub struct LibbpfRs {
     rb: libbpf_rs::RingBuffer<'static>,
     tally: Rc<Cell<Tally>>,
-    _map: libbpf_rs::MapHandle,
+    _maps: Vec<libbpf_rs::MapHandle>,
 }
 
 impl LibbpfRs {
     pub fn new(fd: BorrowedFd<'_>) -> io::Result<Self> {
-        // libbpf-rs opens foreign maps by id (MapHandle::from_fd is private).
-        let map = libbpf_rs::MapHandle::from_map_id(map_id(fd)?).map_err(io::Error::other)?;
+        Self::with_maps(&[fd])
+    }
+
+    /// One `RingBuffer` over all of `fds` (`RingBufferBuilder::add` per
+    /// map), every ring's records counted in one tally.
+    pub fn with_maps(fds: &[BorrowedFd<'_>]) -> io::Result<Self> {
         let tally = Rc::new(Cell::new(Tally::default()));
-        let t2 = tally.clone();
         let mut b = libbpf_rs::RingBufferBuilder::new();
-        b.add(&map, move |rec: &[u8]| {
-            let mut t = t2.get();
-            t.count += 1;
-            t.seq_sum = t.seq_sum.wrapping_add(check_seq(rec));
-            t.bytes += rec.len() as u64;
-            t2.set(t);
-            0
-        })
-        .map_err(io::Error::other)?;
+        // libbpf-rs opens foreign maps by id (MapHandle::from_fd is private).
+        let maps = fds
+            .iter()
+            .map(|&fd| libbpf_rs::MapHandle::from_map_id(map_id(fd)?).map_err(io::Error::other))
+            .collect::<io::Result<Vec<_>>>()?;
+        for map in &maps {
+            let t2 = tally.clone();
+            b.add(map, move |rec: &[u8]| {
+                let mut t = t2.get();
+                t.count += 1;
+                t.seq_sum = t.seq_sum.wrapping_add(check_seq(rec));
+                t.bytes += rec.len() as u64;
+                t2.set(t);
+                0
+            })
+            .map_err(io::Error::other)?;
+        }
         let rb = b.build().map_err(io::Error::other)?;
         Ok(Self {
             rb,
             tally,
-            _map: map,
+            _maps: maps,
         })
     }
 }

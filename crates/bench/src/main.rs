@@ -1,10 +1,12 @@
 //! ringbuf-bench: side-by-side benchmark of BPF ring buffer consumers.
 
+mod asyncs;
 mod libs;
 mod ours;
 mod policies;
 mod raw;
 mod report;
+mod rings;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -27,6 +29,14 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// Counts one record: its sequence number (the first 8 bytes) and length.
+    pub fn record(&mut self, rec: &[u8]) {
+        self.count += 1;
+        self.seq_sum = self
+            .seq_sum
+            .wrapping_add(u64::from_le_bytes(rec[..8].try_into().unwrap()));
+        self.bytes += rec.len() as u64;
+    }
     pub fn add(&mut self, o: &Tally) {
         self.count += o.count;
         self.seq_sum = self.seq_sum.wrapping_add(o.seq_sum);
@@ -994,7 +1004,7 @@ fn callgrind_table() -> Res<String> {
 }
 
 const USAGE: &str =
-    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,callgrind] [--rounds N] [--warmup N]
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,callgrind] [--rounds N] [--warmup N]
               [--policy-rounds N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
@@ -1032,6 +1042,8 @@ fn main() -> Res<()> {
             "stream".into(),
             "cost".into(),
             "policies".into(),
+            "rings".into(),
+            "tokio".into(),
             "callgrind".into(),
         ],
     };
@@ -1072,6 +1084,23 @@ fn main() -> Res<()> {
     } else {
         vec![]
     };
+    // Many rings (issue 9): "rings" runs both tables; "rings-drain" and
+    // "rings-sparse" one each.
+    let rd = if has("rings") || has("rings-drain") {
+        Some(rings::drain(&o)?)
+    } else {
+        None
+    };
+    let rs = if has("rings") || has("rings-sparse") {
+        Some(rings::sparse(&o)?)
+    } else {
+        None
+    };
+    let tk = if has("tokio") {
+        Some(asyncs::run(&o)?)
+    } else {
+        None
+    };
     let cg = if has("callgrind") {
         callgrind_table()?
     } else {
@@ -1086,6 +1115,10 @@ fn main() -> Res<()> {
         report::loadavg()
     );
     md.push_str(&report::render(&o, &d, &s, &c, &p, took));
+    md.push_str(&rings::render(rd.as_ref(), rs.as_ref()));
+    if let Some(tk) = &tk {
+        md.push_str(&asyncs::render(tk));
+    }
     md.push_str(&cg);
     match (arg(&args, "--template"), arg(&args, "--out")) {
         (Some(t), Some(out)) => {
