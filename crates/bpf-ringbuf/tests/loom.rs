@@ -3,7 +3,7 @@
 //! included here with loom's atomics behind its `super::sync` shim.
 //!
 //! Run with `scripts/loom.sh`, i.e.
-//! `RUSTFLAGS="--cfg loom" cargo test -p bpf-ringbuf --test loom --release`.
+//! `RUSTFLAGS="--cfg bpf_ringbuf_loom" cargo test -p bpf-ringbuf --test loom --release`.
 //!
 //! The scenario is the one that hangs edge-triggered readers: the consumer
 //! has read the record at 0 and is about to sleep, so it publishes its
@@ -18,7 +18,7 @@
 //! `rings_round` extends it to several rings sharing one sleep (a
 //! `RingSet`): every ring is published, fenced and re-checked before it, and
 //! a producer on any ring must wake the set.
-#![cfg(loom)]
+#![cfg(bpf_ringbuf_loom)]
 
 use loom::sync::atomic::AtomicBool;
 use loom::sync::{Arc, Mutex};

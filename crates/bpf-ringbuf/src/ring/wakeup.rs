@@ -1,7 +1,7 @@
 //! The consumer's half of the wakeup protocol: publish, fence, re-check.
 //!
 //! See the [module docs](super) for why the fence is there. This file uses
-//! only the atomics shim, so `tests/loom.rs` can model it under `--cfg loom`.
+//! only the atomics shim, so `tests/loom.rs` can model it under `--cfg bpf_ringbuf_loom`.
 
 use super::sync::{fence, AtomicU32, AtomicUsize, Ordering};
 
