@@ -568,8 +568,7 @@ pub fn stream_once(
                     }
                     prev = now;
                     waits += 1;
-                    if done.load(Ordering::Acquire)
-                        && t.count >= submitted.load(Ordering::Relaxed)
+                    if done.load(Ordering::Acquire) && t.count >= submitted.load(Ordering::Relaxed)
                     {
                         break;
                     }

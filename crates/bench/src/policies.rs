@@ -11,8 +11,8 @@ use bpf_ringbuf::RingBuf;
 
 use crate::report::{failed_reserves, mark, median, ratios, size_label};
 use crate::{
-    new_ring, stream_once, CostRow, Kind, Load, Opts, Producer, Res, StreamRound, ADAPTIVE_MAX_LATENCY,
-    LAT_EVERY,
+    new_ring, stream_once, CostRow, Kind, Load, Opts, Producer, Res, StreamRound,
+    ADAPTIVE_MAX_LATENCY, LAT_EVERY,
 };
 
 /// The consumers compared, in report order (`None`: no consumer; the
@@ -138,7 +138,11 @@ pub fn run(o: &Opts) -> Res<Vec<LoadResult>> {
                     }
                 }
             }
-            eprintln!("policies, {}: {:.1}s", spec.name, t0.elapsed().as_secs_f64());
+            eprintln!(
+                "policies, {}: {:.1}s",
+                spec.name,
+                t0.elapsed().as_secs_f64()
+            );
             Ok(LoadResult { spec, rounds })
         })
         .collect()
@@ -157,7 +161,10 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
 
 /// Every round's latencies of one consumer, pooled and sorted.
 fn pooled_latency(rounds: &[StreamRound]) -> Vec<u64> {
-    let mut v: Vec<u64> = rounds.iter().flat_map(|r| r.latency_ns.iter().copied()).collect();
+    let mut v: Vec<u64> = rounds
+        .iter()
+        .flat_map(|r| r.latency_ns.iter().copied())
+        .collect();
     v.sort_unstable();
     v
 }
@@ -172,7 +179,10 @@ fn idx(k: Option<Kind>) -> usize {
 
 /// The median per-round ratio of `f` between two consumers of one load.
 fn ratio(r: &LoadResult, a: Option<Kind>, b: Option<Kind>, f: fn(&StreamRound) -> f64) -> f64 {
-    median(&ratios(&col(&r.rounds[idx(a)], f), &col(&r.rounds[idx(b)], f)))
+    median(&ratios(
+        &col(&r.rounds[idx(a)], f),
+        &col(&r.rounds[idx(b)], f),
+    ))
 }
 
 fn irq(r: &StreamRound) -> f64 {
@@ -206,7 +216,10 @@ pub fn render(o: &Opts, p: &[LoadResult], cost: &[CostRow]) -> String {
     );
     // Producer cost.
     if !cost.is_empty() {
-        let ai = 1 + Kind::ALL.iter().position(|&k| k == Kind::OursAdaptive).unwrap();
+        let ai = 1 + Kind::ALL
+            .iter()
+            .position(|&k| k == Kind::OursAdaptive)
+            .unwrap();
         let mean = median(&ratios(&cost[ai].mean, &cost[0].mean));
         let med = median(&ratios(&cost[ai].median, &cost[0].median));
         let _ = writeln!(
@@ -252,7 +265,11 @@ pub fn render(o: &Opts, p: &[LoadResult], cost: &[CostRow]) -> String {
     let libbpf = Some(Kind::Libbpf);
     for r in p.iter().filter(|r| r.spec.sampled) {
         for k in [Some(Kind::OursConsume), adaptive] {
-            let name = if k == adaptive { "`Adaptive`" } else { "`Kernel`" };
+            let name = if k == adaptive {
+                "`Adaptive`"
+            } else {
+                "`Kernel`"
+            };
             let x = ratio(r, k, libbpf, |s| s.recs_per_s);
             let _ = writeln!(
                 m,
