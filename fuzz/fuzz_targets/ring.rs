@@ -40,7 +40,8 @@ fuzz_target!(|input: &[u8]| {
     let data = &input[17..];
     // No reader of the ring is alive between inputs, so these never refuse.
     ring.write_data(0, &vec![0u8; size]).unwrap();
-    ring.write_data(cons, &data[..data.len().min(size)]).unwrap();
+    ring.write_data(cons, &data[..data.len().min(size)])
+        .unwrap();
     ring.set_consumer_position(cons).unwrap();
     ring.set_producer_position(prod).unwrap();
     let Ok(mut reader) = ring.reader() else {
@@ -77,10 +78,11 @@ fuzz_target!(|input: &[u8]| {
             });
         }
         3 => {
-            let _ = reader.consume_with_budget(Budget::records(usize::from(mode >> 3) & 0xf), |rec| {
-                sink += rec.first().copied().map_or(0, u64::from);
-                ControlFlow::Continue(())
-            });
+            let _ =
+                reader.consume_with_budget(Budget::records(usize::from(mode >> 3) & 0xf), |rec| {
+                    sink += rec.first().copied().map_or(0, u64::from);
+                    ControlFlow::Continue(())
+                });
             let _ = reader.read();
         }
         4 => {
