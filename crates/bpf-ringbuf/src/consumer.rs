@@ -411,7 +411,10 @@ impl Consumer {
     where
         F: FnMut(&[u8]) -> ControlFlow<()>,
     {
-        self.cur.publish();
+        // Outstanding zero-copy reads are committed by the drain's own
+        // publish; only they need one first (a record held back by a napping
+        // reader stays held until the drain publishes past it).
+        self.cur.publish_if_lent();
         let (records, bytes, end) =
             self.cur
                 .drain(budget.max_records, budget.max_bytes, self.publish_every, f);

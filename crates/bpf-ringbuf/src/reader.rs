@@ -217,7 +217,9 @@ impl Reader {
     /// zero-copy reads first. Pair it with [`consume`](Self::consume) or
     /// [`batch`](Self::batch).
     pub fn wait(&mut self) -> Result<()> {
-        self.core.cursor_mut().publish();
+        // Outstanding zero-copy reads are committed; a record a napping
+        // reader holds back stays held (see `WakePolicy::Interval`).
+        self.core.cursor_mut().publish_if_lent();
         loop {
             if self.shared.is_closed() {
                 return Err(Error::Closed);
@@ -390,6 +392,9 @@ impl Reader {
     pub fn set_wake_policy(&mut self, policy: WakePolicy) {
         self.core.cursor_mut().publish();
         self.policy = policy;
+        self.core
+            .cursor()
+            .set_hold_last(!matches!(policy, WakePolicy::Kernel));
         if let WakePolicy::Adaptive { max_latency } = policy {
             self.nap.set(first_nap(max_latency));
         }
@@ -481,8 +486,12 @@ impl Reader {
                 return Ok(());
             }
             // Hand skipped discards back before returning an error, unless a
-            // slice is lent (then `commit` will).
-            cur.publish_unlent();
+            // slice is lent (then `commit` will) or a napping reader holds
+            // its last record back (see `WakePolicy::Interval`).
+            let holding = cur.is_holding();
+            if !holding {
+                cur.publish_unlent();
+            }
             wait::check_stop(&self.shared, self.deadline)?;
             if cur.is_lent() {
                 // Sleeping unpublished would sleep through new records, and
@@ -504,8 +513,15 @@ impl Reader {
             }
             // Publish (past skipped discards, or the same value again: either
             // way it must be ordered before the re-check), fence, re-check:
-            // see `ring` for why.
-            match cur.publish_unlent_and_check_empty() {
+            // see `ring` for why. A napping reader that holds its last record
+            // back stays behind instead: the kernel then sends it no default
+            // wakeup, only forced ones, and the nap bounds the wait.
+            let empty = if holding {
+                Some(!cur.reload()?)
+            } else {
+                cur.publish_unlent_and_check_empty()
+            };
+            match empty {
                 None => return Err(Error::CommitRequired),
                 Some(false) => continue,
                 Some(true) => match self.policy {
@@ -646,12 +662,19 @@ pub enum WakePolicy {
     /// without a sleep.
     #[default]
     Kernel,
-    /// Nap for this long on an empty ring, then look again. The reader is
-    /// behind the producer between its looks, so the kernel wakes it at most
-    /// once per nap, for the first record after it caught up (that wakeup is
-    /// slept through unless the ring is filling); a forced wakeup ends the
-    /// nap at once. Records committed with `BPF_RB_NO_WAKEUP` are picked up
-    /// at the next look.
+    /// Nap for this long on an empty ring, then look again; a forced wakeup
+    /// ends the nap at once. Records committed with `BPF_RB_NO_WAKEUP` are
+    /// picked up at the next look.
+    ///
+    /// The kernel wakes a consumer that has caught up for the next record
+    /// (its default wakeup), which a napping reader does not want. So when a
+    /// [`consume`](Reader::consume) empties the ring under this policy, the
+    /// reader hands back everything but the last record it delivered: the
+    /// kernel sees it behind and sends no default wakeup. That record is
+    /// handed back by the next commit or when the reader drops (a crash
+    /// would deliver it again to the next reader). Other read paths publish
+    /// everything (their contracts say so), and then the one default wakeup
+    /// after catching up is slept through unless the ring is filling.
     Interval(Duration),
     /// Like `Interval`, with a nap that adapts: it doubles while the ring is
     /// found empty, up to `max_latency`, and shrinks to a quarter when the

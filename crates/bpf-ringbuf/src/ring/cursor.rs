@@ -119,6 +119,14 @@ pub(crate) struct Cursor {
     lent: Cell<bool>,
     /// Telemetry, counted where it costs least (see [`Counters`]).
     counters: Counters,
+    /// Napping policies: a drain that empties the ring publishes only up to
+    /// the start of the last record it delivered, so the kernel sees the
+    /// consumer behind and sends no default wakeup for the next record (see
+    /// `Reader`'s `WakePolicy`).
+    hold_last: Cell<bool>,
+    /// The position handed back as far as the reader is concerned; ahead of
+    /// `published` by the one record held back. Published on drop.
+    owed: Cell<Option<usize>>,
     /// The consumer position this cursor started at: the bytes handed back
     /// are the published position minus it (positions only grow).
     start: usize,
@@ -205,9 +213,31 @@ impl Cursor {
             published: Cell::new(start),
             lent: Cell::new(false),
             counters: Counters::default(),
+            hold_last: Cell::new(false),
+            owed: Cell::new(None),
             start,
             _mem: mem,
         })
+    }
+
+    /// Sets whether an emptying drain holds back its last record.
+    pub(crate) fn set_hold_last(&self, hold: bool) {
+        self.hold_last.set(hold);
+    }
+
+    /// Whether a record is held back (the kernel sees the consumer behind).
+    #[inline]
+    pub(crate) fn is_holding(&self) -> bool {
+        self.owed.get().is_some()
+    }
+
+    /// Publishes the cursor only if a slice is lent (it would otherwise stay
+    /// unpublished); a held-back record stays held.
+    #[inline]
+    pub(crate) fn publish_if_lent(&mut self) {
+        if self.lent.get() {
+            self.publish();
+        }
     }
 
     /// Whether a slice was lent since the last publish.
@@ -230,6 +260,9 @@ impl Cursor {
     /// the store.
     #[inline]
     fn mark_published(&self, pos: usize) {
+        // Any publish reaches the cursor, past a held-back record (the drain
+        // that holds one back sets `owed` after this).
+        self.owed.set(None);
         if pos != self.published.get() {
             bump(&self.counters.commits, 1);
             self.published.set(pos);
@@ -347,6 +380,7 @@ impl Cursor {
         buf.extend_from_slice(unsafe { ptr.slice(len) });
         self.pos.set(next);
         self.published.set(next);
+        self.owed.set(None);
         self.lent.set(false);
         self.ring.publish(next);
         bump(&self.counters.copied, 1);
@@ -416,6 +450,7 @@ impl Cursor {
     #[inline]
     pub(crate) fn publish(&mut self) {
         let pos = self.pos.get();
+        self.owed.set(None);
         if pos != self.published.get() {
             self.mark_published(pos);
             self.lent.set(false);
@@ -549,6 +584,8 @@ impl Cursor {
         let mut stop = left.saturating_sub(every);
         let mut records = 0usize;
         let mut bytes = 0usize;
+        // Where the last record delivered starts (for `hold_last`).
+        let mut last = pos;
         let end = loop {
             if left <= stop {
                 if left == 0 {
@@ -590,6 +627,7 @@ impl Cursor {
             // `f` returns.
             let rec = unsafe { ptr.slice(len) };
             left -= next.wrapping_sub(pos);
+            last = pos;
             pos = next;
             records += 1;
             bytes += len;
@@ -598,7 +636,17 @@ impl Cursor {
             }
         };
         self.pos.set(pos);
-        self.publish();
+        if self.hold_last.get() && end == DrainEnd::Empty && records > 0 && !self.lent.get() {
+            // Hand back everything but the last record delivered (see
+            // `hold_last`); the rest of it is owed, published later or on drop.
+            if last != self.published.get() {
+                self.mark_published(last);
+                self.ring.publish(last);
+            }
+            self.owed.set(Some(pos));
+        } else {
+            self.publish();
+        }
         bump(&self.counters.records, records as u64);
         (records, bytes, end)
     }
@@ -629,6 +677,21 @@ impl Cursor {
                 Head::Record => continue,
                 Head::End | Head::Busy => return Ok(None),
                 Head::Corrupt(c) => return Err(c),
+            }
+        }
+    }
+}
+
+impl Drop for Cursor {
+    /// Hands back a record held back by a napping reader: the reader was done
+    /// with it. (Records lent and not committed are not published: dropping
+    /// does not commit them.)
+    fn drop(&mut self) {
+        if let Some(owed) = self.owed.get() {
+            if owed != self.published.get() {
+                // Release, as in `publish`; the memory is still mapped (`_mem`
+                // drops after this).
+                self.ring.publish(owed);
             }
         }
     }
