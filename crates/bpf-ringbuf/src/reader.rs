@@ -602,7 +602,7 @@ impl Reader {
 }
 
 /// The shortest nap of [`WakePolicy::Adaptive`].
-const MIN_NAP: Duration = Duration::from_micros(50);
+pub(crate) const MIN_NAP: Duration = Duration::from_micros(50);
 
 /// [`WakePolicy::Adaptive`]'s first nap.
 pub(crate) fn first_nap(max_latency: Duration) -> Duration {
@@ -613,10 +613,21 @@ pub(crate) fn first_nap(max_latency: Duration) -> Duration {
 /// stays empty and shrinks fast when the ring was found filling.
 pub(crate) fn next_nap(d: Duration, core: &Consumer, max_latency: Duration) -> Duration {
     let fill = core.cursor().known_fill().max(core.available_bytes());
-    let size = core.buffer_size();
-    let next = if fill >= size / 4 {
+    adapt_nap(d, max_latency, fills(fill, core.buffer_size()), fill == 0)
+}
+
+/// The rule of [`WakePolicy::Adaptive`], given what the last nap left: a
+/// quarter of the nap when a ring was found `filling`, twice it when every
+/// ring was `empty`, else the same; within `MIN_NAP..=max_latency`.
+pub(crate) fn adapt_nap(
+    d: Duration,
+    max_latency: Duration,
+    filling: bool,
+    empty: bool,
+) -> Duration {
+    let next = if filling {
         d / 4
-    } else if fill == 0 {
+    } else if empty {
         d.saturating_mul(2)
     } else {
         d
@@ -624,11 +635,17 @@ pub(crate) fn next_nap(d: Duration, core: &Consumer, max_latency: Duration) -> D
     next.clamp(MIN_NAP.min(max_latency), max_latency)
 }
 
+/// Whether `fill` unconsumed bytes of a ring of `size` count as filling: a
+/// quarter of the ring or more.
+pub(crate) fn fills(fill: usize, size: usize) -> bool {
+    fill >= size / 4
+}
+
 /// Whether a napping reader answers the kernel's first (default) wakeup: only
-/// when the ring is already a quarter full. Any later wakeup in the same nap
-/// can only be forced, and always ends it.
+/// when the ring is already filling. Any later wakeup in the same nap can only
+/// be forced, and always ends it.
 pub(crate) fn is_filling(core: &Consumer) -> bool {
-    core.available_bytes() >= core.buffer_size() / 4
+    fills(core.available_bytes(), core.buffer_size())
 }
 
 fn bump(c: &Cell<u64>) {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::consumer::{Budget, Consumer, Readiness, Stats, StopReason};
 use crate::error::{Error, Result};
-use crate::reader::{earliest, WakePolicy};
+use crate::reader::{self, earliest, WakePolicy};
 use crate::sys::{bpf, epoll::Epoll};
 use crate::wait::{self, ReaderHandle, Shared};
 
@@ -20,8 +20,6 @@ use crate::wait::{self, ReaderHandle, Shared};
 const TOKEN_EVENT: u64 = u64::MAX;
 /// Events taken per `epoll_wait`; more are taken by the next call.
 const EVENTS: usize = 64;
-/// The shortest nap of [`WakePolicy::Adaptive`] (as a `Reader`'s).
-const MIN_NAP: Duration = Duration::from_micros(50);
 
 /// Many ring buffers read from one thread: one epoll instance, one eventfd
 /// for flush and close, round-robin rounds with a fair [`Budget`] per ring,
@@ -272,7 +270,7 @@ where
             budget: Self::DEFAULT_BUDGET,
             policy: WakePolicy::Kernel,
             deadline: None,
-            nap: MIN_NAP,
+            nap: reader::MIN_NAP,
             nap_seq: 0,
             flush_seen: false,
             swept: false,
@@ -428,7 +426,7 @@ where
     pub fn set_wake_policy(&mut self, policy: WakePolicy) {
         self.policy = policy;
         if let WakePolicy::Adaptive { max_latency } = policy {
-            self.nap = (max_latency / 8).clamp(MIN_NAP.min(max_latency), max_latency);
+            self.nap = reader::first_nap(max_latency);
         }
     }
 
@@ -654,17 +652,10 @@ where
                     let (mut filling, mut empty) = (false, true);
                     for s in self.slots.iter().flatten() {
                         let avail = s.consumer.available_bytes();
-                        filling |= avail >= s.consumer.buffer_size() / 4;
+                        filling |= reader::fills(avail, s.consumer.buffer_size());
                         empty &= avail == 0;
                     }
-                    let next = if filling {
-                        d / 4
-                    } else if empty {
-                        d.saturating_mul(2)
-                    } else {
-                        d
-                    };
-                    self.nap = next.clamp(MIN_NAP.min(max_latency), max_latency);
+                    self.nap = reader::adapt_nap(d, max_latency, filling, empty);
                 }
             }
             self.swept = false;
@@ -778,7 +769,7 @@ where
             woke.ring = true;
             s.wakeups += 1;
             if let Some(seq) = nap {
-                let filling = s.consumer.available_bytes() >= s.consumer.buffer_size() / 4;
+                let filling = reader::is_filling(&s.consumer);
                 if s.nap_woken == seq || filling {
                     woke.end_nap = true;
                 }
