@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::map::check_map;
+use crate::map::check_map_type;
 use crate::sys::{self, bpf};
 
 /// Byte offsets in `struct ringbuf_lost`, the one home of the layout (the
@@ -211,14 +211,9 @@ impl LostCounter {
     /// unless its key is 4 bytes, its value 8 or 24 and it has an entry. On
     /// error the descriptor is closed.
     pub fn from_fd(fd: OwnedFd) -> Result<LostCounter> {
-        // The descriptor and type checks of a ring buffer map; the ring's
-        // size rule (max_entries a power-of-two number of pages) does not
-        // apply to this map, so its BadSize is no error here.
-        match check_map(fd.as_fd(), bpf::BPF_MAP_TYPE_PERCPU_ARRAY) {
-            Ok(_) | Err(Error::BadSize { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        let info = bpf::map_info(fd.as_fd())?;
+        // The descriptor and type checks of every map handle (the ring's size
+        // rule is not one of them: it does not apply here).
+        let info = check_map_type(fd.as_fd(), bpf::BPF_MAP_TYPE_PERCPU_ARRAY)?;
         let bad = |reason: String| {
             Err(Error::WrongMapLayout {
                 map_id: info.id,

@@ -35,6 +35,19 @@ pub(crate) struct CheckedMap {
 
 /// Checks that `fd` is an open BPF map of type `expected`, with a valid size.
 pub(crate) fn check_map(fd: BorrowedFd<'_>, expected: u32) -> Result<CheckedMap> {
+    let info = check_map_type(fd, expected)?;
+    let size = info.max_entries as usize;
+    check_size(size)?;
+    Ok(CheckedMap {
+        size,
+        id: info.id,
+        flags: info.map_flags,
+    })
+}
+
+/// Checks that `fd` is an open BPF map of type `expected` (any size), and
+/// returns what the kernel says about it.
+pub(crate) fn check_map_type(fd: BorrowedFd<'_>, expected: u32) -> Result<bpf::MapInfo> {
     if !sys::fd_is_open(fd) {
         return Err(Error::BadFd { fd: fd.as_raw_fd() });
     }
@@ -70,13 +83,7 @@ pub(crate) fn check_map(fd: BorrowedFd<'_>, expected: u32) -> Result<CheckedMap>
             expected_name: bpf::map_type_name(expected),
         });
     }
-    let size = info.max_entries as usize;
-    check_size(size)?;
-    Ok(CheckedMap {
-        size,
-        id: info.id,
-        flags: info.map_flags,
-    })
+    Ok(info)
 }
 
 /// A size the kernel accepts for a ring buffer ([`abi::is_valid_ring_size`]).
