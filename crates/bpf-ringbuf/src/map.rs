@@ -173,16 +173,7 @@ impl RingBuf {
     ///
     /// A missing pin is [`Error::PinNotFound`].
     pub fn open_pinned(path: impl AsRef<Path>) -> Result<RingBuf> {
-        let path = path.as_ref();
-        let fd = bpf::obj_get(path, 0).map_err(|e| match e {
-            Error::Syscall { ref source, .. } if source.raw_os_error() == Some(libc::ENOENT) => {
-                Error::PinNotFound {
-                    path: path.to_path_buf(),
-                }
-            }
-            e => e,
-        })?;
-        RingBuf::from_fd(fd)
+        RingBuf::from_fd(bpf::obj_get_pinned(path.as_ref())?)
     }
 
     /// `bpf(BPF_MAP_GET_FD_BY_ID)`: opens a ring buffer by its map id.
