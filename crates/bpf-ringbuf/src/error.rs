@@ -222,6 +222,13 @@ pub enum Error {
         actual: usize,
     },
 
+    /// An async reader was opened outside a tokio runtime (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    #[error(
+        "no tokio runtime: an AsyncReader must be opened inside one, with IO and time enabled"
+    )]
+    NoAsyncRuntime,
+
     /// A typed view ([`RecordExt`](crate::RecordExt), feature `zerocopy`):
     /// the record's address is not aligned for the type. A record read in
     /// place is 8-aligned, so this happens only for types aligned to more
@@ -296,6 +303,8 @@ impl From<Error> for io::Error {
             Error::ProgramRejected { source, .. } => source.kind(),
             #[cfg(feature = "zerocopy")]
             Error::RecordSize { .. } | Error::RecordMisaligned { .. } => io::ErrorKind::InvalidData,
+            #[cfg(feature = "tokio")]
+            Error::NoAsyncRuntime => io::ErrorKind::Other,
             Error::Syscall { source, .. } => source.kind(),
         };
         io::Error::new(kind, e)

@@ -233,8 +233,9 @@ pub struct AsyncReader {
 impl AsyncReader {
     /// Opens an async reader on a ring buffer map (see [`Consumer::new`]
     /// for what is mapped and the errors). Must be called inside a tokio
-    /// runtime with IO and time enabled; it panics otherwise (as tokio's
-    /// `AsyncFd` registration and [`tokio::time::sleep`] do).
+    /// runtime with IO and time enabled: outside any runtime it returns
+    /// [`Error::NoAsyncRuntime`]; in a runtime built without the IO or time
+    /// driver, tokio's own registration and timers panic.
     pub fn new(map: impl AsFd) -> Result<AsyncReader> {
         AsyncReader::from_consumer(Consumer::new(map)?)
     }
@@ -243,6 +244,10 @@ impl AsyncReader {
     /// registers its descriptor and an eventfd for flush and close with the
     /// current runtime. Commits outstanding zero-copy reads first.
     pub fn from_consumer(mut core: Consumer) -> Result<AsyncReader> {
+        // tokio's registration panics outside a runtime: say so instead.
+        if ::tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoAsyncRuntime);
+        }
         core.commit();
         let shared = Shared::new()?;
         let event = register(shared.event_fd(), "epoll_ctl(register eventfd with tokio)")?;

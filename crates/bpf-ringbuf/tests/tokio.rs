@@ -583,3 +583,13 @@ async fn kernel_interval_answers_forced_wakeups() {
     assert!(start.elapsed() < Duration::from_secs(10));
     feeder.join().unwrap();
 }
+
+/// Outside a tokio runtime an async reader is a typed error, not tokio's
+/// panic; the consumer's claim on the ring is released with it.
+#[test]
+fn outside_a_runtime_is_a_typed_error() {
+    let ring = FakeRing::new(page()).unwrap();
+    let e = AsyncReader::from_consumer(ring.consumer().unwrap()).unwrap_err();
+    assert!(matches!(e, Error::NoAsyncRuntime), "{e:?}");
+    ring.consumer().unwrap();
+}
