@@ -159,6 +159,8 @@ pub struct RingSet<K> {
     /// Scratch for the ordered merge (kept to avoid allocating per round).
     heap: BinaryHeap<Reverse<(u64, usize)>>,
     order: Vec<usize>,
+    /// The slot whose error the last call returned ([`RingSet::failed_key`]).
+    failed: Option<usize>,
 }
 
 /// One ring of a set.
@@ -278,6 +280,7 @@ where
             totals: RingSetStats::default(),
             heap: BinaryHeap::new(),
             order: Vec::new(),
+            failed: None,
         })
     }
 
@@ -371,6 +374,9 @@ where
         if slot.queued {
             self.queue.retain(|&i| i != idx);
         }
+        if self.failed == Some(idx) {
+            self.failed = None;
+        }
         self.free.push(idx);
         slot.consumer.commit();
         Some(slot.consumer)
@@ -399,6 +405,38 @@ where
     /// The ring under `key`, for its positions and sizes.
     pub fn consumer(&self, key: &K) -> Option<&Consumer> {
         self.slot(key).map(|s| &s.consumer)
+    }
+
+    /// The key of the ring whose error the last `poll`, `try_consume`,
+    /// `poll_ordered`, `try_consume_ordered` or `prepare_wait` returned (a
+    /// corrupt header or producer position: [`Error::Corrupt`],
+    /// [`Error::CorruptProducerPosition`]); `None` when that call succeeded
+    /// or failed for the whole set ([`Error::Closed`], a deadline, an
+    /// `epoll_wait` error). The ring stays in the set and reports the same
+    /// error again: remove it to go on with the others.
+    ///
+    /// ```no_run
+    /// # fn main() -> bpf_ringbuf::Result<()> {
+    /// use bpf_ringbuf::{Error, RingSet};
+    /// use std::ops::ControlFlow;
+    ///
+    /// let mut set: RingSet<u32> = RingSet::new()?;
+    /// // ... insert rings ...
+    /// loop {
+    ///     match set.poll(|_cpu, _rec| ControlFlow::Continue(())) {
+    ///         Ok(_) => {}
+    ///         Err(e @ (Error::Corrupt { .. } | Error::CorruptProducerPosition { .. })) => {
+    ///             let cpu = *set.failed_key().expect("a ring's error");
+    ///             eprintln!("ring {cpu}: {e}; dropping it");
+    ///             set.remove(&cpu);
+    ///         }
+    ///         Err(e) => return Err(e),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn failed_key(&self) -> Option<&K> {
+        self.slots.get(self.failed?)?.as_ref().map(|s| &s.key)
     }
 
     fn slot(&self, key: &K) -> Option<&Slot<K>> {
@@ -502,6 +540,7 @@ where
     where
         F: FnMut(&K, &[u8]) -> ControlFlow<()>,
     {
+        self.failed = None;
         self.run(|set| set.round(&mut f))
     }
 
@@ -515,6 +554,7 @@ where
     where
         F: FnMut(&K, &[u8]) -> ControlFlow<()>,
     {
+        self.failed = None;
         self.check_closed()?;
         self.harvest()?;
         self.round(&mut f)
@@ -528,6 +568,7 @@ where
     /// ring's next record is reserved, not committed; sleep with a short
     /// timeout (1 ms). [`Error::Closed`] after close.
     pub fn prepare_wait(&mut self) -> Result<Readiness> {
+        self.failed = None;
         self.check_closed()?;
         self.harvest()?;
         let (mut ready, mut busy) = (false, false);
@@ -570,6 +611,7 @@ where
         O: FnMut(&[u8]) -> u64,
         F: FnMut(&K, &[u8]) -> ControlFlow<()>,
     {
+        self.failed = None;
         self.run(|set| set.round_ordered(&mut order, &mut f))
     }
 
@@ -580,6 +622,7 @@ where
         O: FnMut(&[u8]) -> u64,
         F: FnMut(&K, &[u8]) -> ControlFlow<()>,
     {
+        self.failed = None;
         self.check_closed()?;
         self.harvest()?;
         self.round_ordered(&mut order, &mut f)
@@ -794,6 +837,7 @@ where
             Ok(r) => r,
             Err(e) => {
                 self.queue.push_back(idx);
+                self.failed = Some(idx);
                 return Err(e);
             }
         };
@@ -838,6 +882,7 @@ where
                 Err(e) => {
                     // Corrupt: the ring stays, and reports it again.
                     self.queue.push_back(idx);
+                    self.failed = Some(idx);
                     return Err(e);
                 }
             };
@@ -926,9 +971,14 @@ where
                 .expect("a ring in the round is live");
             s.round_records = 0;
             s.round_bytes = 0;
-            s.consumer.snapshot()?;
-            if let Some(rec) = s.consumer.peek_head()? {
-                heap.push(Reverse((order(rec), idx)));
+            let head = s.consumer.snapshot().and_then(|()| s.consumer.peek_head());
+            match head {
+                Ok(Some(rec)) => heap.push(Reverse((order(rec), idx))),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = Some(idx);
+                    return Err(e);
+                }
             }
         }
         let budget = self.budget;
@@ -953,8 +1003,13 @@ where
                 st.budget_exhausted += 1;
                 return Ok(false);
             }
-            if let Some(rec) = s.consumer.peek_head()? {
-                heap.push(Reverse((order(rec), idx)));
+            match s.consumer.peek_head() {
+                Ok(Some(rec)) => heap.push(Reverse((order(rec), idx))),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = Some(idx);
+                    return Err(e);
+                }
             }
         }
         Ok(true)

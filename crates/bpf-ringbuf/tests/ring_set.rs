@@ -667,3 +667,69 @@ fn fake_rings_round_robin_break_and_remove() {
     assert!(set.stats(&0).unwrap().records > 0);
     assert!(set.stats(&7).is_none());
 }
+
+#[test]
+fn a_corrupt_ring_is_named_by_failed_key_and_removing_it_lets_the_others_go_on() {
+    let mut rings: Vec<FakeRing> = (0..3).map(|_| FakeRing::new(page()).unwrap()).collect();
+    for (i, r) in rings.iter().enumerate() {
+        for k in 0..5u64 {
+            keyed(r, 10 * i as u64 + k, 8);
+        }
+    }
+    // Ring 1's third header claims more than the ring holds.
+    let pos = 2 * 16;
+    rings[1].set_header(pos, 1 << 20).unwrap();
+    let mut set = RingSet::new().unwrap();
+    for (i, r) in rings.iter().enumerate() {
+        set.insert_consumer(i, r.consumer().unwrap()).unwrap();
+    }
+    set.set_deadline(Some(Instant::now()));
+    assert_eq!(set.failed_key(), None);
+    let mut got: Vec<(usize, u64)> = Vec::new();
+    let e = loop {
+        match set.poll(|&k, rec| {
+            got.push((k, key_of(rec)));
+            ControlFlow::Continue(())
+        }) {
+            Ok(_) => assert_eq!(set.failed_key(), None),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        matches!(e, Error::Corrupt { pos: p, available: 48, .. } if p == pos),
+        "{e:?}"
+    );
+    assert_eq!(set.failed_key(), Some(&1));
+    // The ring stays and reports it again, under the same key.
+    let again = set
+        .poll(|&k, rec| {
+            got.push((k, key_of(rec)));
+            ControlFlow::Continue(())
+        })
+        .unwrap_err();
+    assert!(matches!(again, Error::Corrupt { .. }), "{again:?}");
+    assert_eq!(set.failed_key(), Some(&1));
+    // Removed, it is no longer named, and the other two deliver everything.
+    let bad = set.remove(&1).unwrap();
+    assert_eq!(set.failed_key(), None);
+    drop(bad);
+    poll_to_deadline(&mut set, |&k, rec| got.push((k, key_of(rec))));
+    for ring in [0usize, 2] {
+        let keys: Vec<u64> = got
+            .iter()
+            .filter(|&&(k, _)| k == ring)
+            .map(|&(_, v)| v)
+            .collect();
+        assert_eq!(
+            keys,
+            (0..5).map(|k| 10 * ring as u64 + k).collect::<Vec<_>>()
+        );
+    }
+    // Ring 1 delivered its two good records before the bad header, once.
+    let ones: Vec<u64> = got
+        .iter()
+        .filter(|&&(k, _)| k == 1)
+        .map(|&(_, v)| v)
+        .collect();
+    assert_eq!(ones, vec![10, 11]);
+}
