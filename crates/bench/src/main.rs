@@ -7,6 +7,7 @@ mod policies;
 mod raw;
 mod report;
 mod rings;
+mod shards;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -1083,8 +1084,8 @@ fn main() -> Res<()> {
     } else {
         vec![]
     };
-    // Many rings (issue 9): "rings" runs both tables; "rings-drain" and
-    // "rings-sparse" one each.
+    // Many rings (issue 9): "rings" runs the three tables; "rings-drain",
+    // "rings-sparse" and "rings-shards" one each.
     let rd = if has("rings") || has("rings-drain") {
         Some(rings::drain(&o)?)
     } else {
@@ -1092,6 +1093,11 @@ fn main() -> Res<()> {
     };
     let rs = if has("rings") || has("rings-sparse") {
         Some(rings::sparse(&o)?)
+    } else {
+        None
+    };
+    let sh = if has("rings") || has("rings-shards") {
+        Some(shards::run(&o)?)
     } else {
         None
     };
@@ -1115,6 +1121,9 @@ fn main() -> Res<()> {
     );
     md.push_str(&report::render(&o, &d, &s, &c, &p, took));
     md.push_str(&rings::render(rd.as_ref(), rs.as_ref()));
+    if let Some(sh) = &sh {
+        md.push_str(&shards::render(sh));
+    }
     if let Some(tk) = &tk {
         md.push_str(&asyncs::render(tk));
     }
