@@ -535,7 +535,8 @@ where
     /// at once after close, even with records left; [`Error::Flushed`] once
     /// after a flush, when every ring has been read empty since;
     /// [`Error::DeadlineExceeded`] likewise once the deadline passed; a
-    /// corrupt ring's error (the ring stays in the set: remove it).
+    /// corrupt ring's error ([`failed_key`](Self::failed_key) names the
+    /// ring, which stays in the set: remove it).
     pub fn poll<F>(&mut self, mut f: F) -> Result<RoundStats>
     where
         F: FnMut(&K, &[u8]) -> ControlFlow<()>,
