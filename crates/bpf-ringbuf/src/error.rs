@@ -244,6 +244,19 @@ pub enum Error {
         align: usize,
     },
 
+    /// Windows only: eBPF for Windows (`ebpfapi.dll`, v1.0 or later) is not
+    /// installed, or is too old to export a function this crate needs.
+    /// Reported by the first call that needs it, never at start-up.
+    #[cfg(windows)]
+    #[error("eBPF for Windows is not installed (or is older than v1.0): {missing} not found")]
+    PlatformNotInstalled {
+        /// `ebpfapi.dll`, or the function it lacks.
+        missing: &'static str,
+        /// The error of `LoadLibraryW` or `GetProcAddress`.
+        #[source]
+        source: io::Error,
+    },
+
     /// Any other system call failure.
     #[error("{call} failed")]
     Syscall {
@@ -256,7 +269,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies an OS error from `call`.
+    /// Classifies an OS error (an errno) from `call`.
+    #[cfg(target_os = "linux")]
     pub(crate) fn from_syscall(call: &'static str, source: io::Error) -> Error {
         match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied { call, source },
@@ -305,6 +319,8 @@ impl From<Error> for io::Error {
             Error::RecordSize { .. } | Error::RecordMisaligned { .. } => io::ErrorKind::InvalidData,
             #[cfg(feature = "tokio")]
             Error::NoAsyncRuntime => io::ErrorKind::Other,
+            #[cfg(windows)]
+            Error::PlatformNotInstalled { .. } => io::ErrorKind::NotFound,
             Error::Syscall { source, .. } => source.kind(),
         };
         io::Error::new(kind, e)
