@@ -6,9 +6,7 @@
 use std::ops::ControlFlow;
 
 use crate::claim::{Claim, Key};
-#[cfg(target_os = "linux")]
-use crate::error::Error;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::map::{check_consumer_flags, check_map};
 use crate::ring::cursor::{Cursor, DrainEnd, Head, HeadState};
 use crate::sys::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -495,7 +493,7 @@ fn map_ring(fd: BorrowedFd<'_>, size: usize) -> Result<Cursor> {
 /// Maps the ring of `fd` (`size` data bytes) with eBPF for Windows'
 /// `ebpf_ring_buffer_map_map_buffer`: the same layout as Linux.
 #[cfg(windows)]
-fn map_ring(fd: BorrowedFd<'_>, size: usize) -> Result<Cursor> {
+fn map_ring(fd: BorrowedFd<'_>, size: usize) -> Result<Cursor, Error> {
     let mapping = sys::windows::RingMapping::map(fd, size)?;
     Ok(Cursor::from_efw_mapping(mapping)?)
 }

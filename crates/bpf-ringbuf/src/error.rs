@@ -51,7 +51,14 @@ pub enum Error {
 
     /// The map is of the right type, but its key size, value size or number
     /// of entries is not the layout required: for a
-    /// [`LostCounter`](crate::LostCounter), a `u32` key, a value of 8 or 24
+    #[cfg_attr(
+        target_os = "linux",
+        doc = " [`LostCounter`](crate::LostCounter), a `u32` key, a value of 8 or 24"
+    )]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        doc = " `LostCounter` (Linux), a `u32` key, a value of 8 or 24"
+    )]
     /// bytes, and at least one entry.
     #[error("map {map_id} is not {layout}: {reason}")]
     WrongMapLayout {
