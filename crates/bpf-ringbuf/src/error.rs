@@ -186,7 +186,11 @@ pub enum Error {
     },
 
     /// The kernel refused the call for lack of privilege.
-    #[error("{call}: permission denied (BPF ring buffers need CAP_BPF, or root; check also kernel.unprivileged_bpf_disabled and any LSM policy)")]
+    #[cfg_attr(not(windows), error("{call}: permission denied (BPF ring buffers need CAP_BPF, or root; check also kernel.unprivileged_bpf_disabled and any LSM policy)"))]
+    #[cfg_attr(
+        windows,
+        error("{call}: access denied (eBPF for Windows serves administrators only: run elevated)")
+    )]
     PermissionDenied {
         /// The system call that failed.
         call: &'static str,
@@ -293,6 +297,8 @@ impl Error {
             | Error::Syscall { source, .. } => Some(source),
             #[cfg(feature = "testing")]
             Error::ProgramRejected { source, .. } => Some(source),
+            #[cfg(windows)]
+            Error::PlatformNotInstalled { source, .. } => Some(source),
             _ => None,
         }
     }
