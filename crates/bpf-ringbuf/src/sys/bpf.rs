@@ -592,7 +592,14 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(map_type_name(BPF_MAP_TYPE_RINGBUF), "RINGBUF");
+        #[cfg(target_os = "linux")]
         assert_eq!(map_type_name(BPF_MAP_TYPE_USER_RINGBUF), "USER_RINGBUF");
+        // eBPF for Windows numbers its types differently (ebpf_structs.h).
+        #[cfg(windows)]
+        assert_eq!(
+            (BPF_MAP_TYPE_RINGBUF, map_type_name(14)),
+            (13, "PERF_EVENT_ARRAY")
+        );
         assert_eq!(map_type_name(BPF_MAP_TYPE_ARRAY), "ARRAY");
         assert_eq!(map_type_name(9999), "UNKNOWN");
         assert_eq!(&obj_name("a-b_c")[..4], b"ab_c");

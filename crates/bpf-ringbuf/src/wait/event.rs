@@ -148,6 +148,43 @@ mod windows {
             super::sleep::<true, _>(&pair, timeout)
         }
     }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// The protocol over real Win32 events (Windows, or Wine): a ring
+        /// signal wakes and is reset after the wake, a control signal wakes
+        /// and is reset, nothing signalled times out.
+        #[test]
+        fn sleep_over_win32_events() {
+            let (ring, control) = (Event::new().unwrap(), Event::new().unwrap());
+            let pair = Pair {
+                ring: &ring,
+                control: &control,
+            };
+            let zero = Some(Duration::ZERO);
+            let woke = super::super::sleep::<true, _>(&pair, zero).unwrap();
+            assert!(!woke.ring && !woke.event);
+            ring.notify();
+            let woke = super::super::sleep::<true, _>(&pair, None).unwrap();
+            assert!(woke.ring && !woke.event);
+            assert_eq!(
+                wait_any([&control, &ring], zero).unwrap(),
+                None,
+                "reset after the wake"
+            );
+            control.notify();
+            ring.notify();
+            let woke = super::super::sleep::<true, _>(&pair, None).unwrap();
+            assert!(woke.event && !woke.ring, "control first");
+            assert_eq!(
+                wait_any([&control, &ring], zero).unwrap(),
+                Some(1),
+                "the ring's signal stays"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

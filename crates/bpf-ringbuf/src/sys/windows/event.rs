@@ -97,3 +97,35 @@ pub(crate) fn wait_any(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs wherever the Windows tests run (under Wine here): a manual-reset
+    /// event stays signalled until drained, the wait reports the lowest
+    /// signalled index, and a timeout is `None`.
+    #[test]
+    fn events_and_waits() {
+        let (a, b) = (Event::new().unwrap(), Event::new().unwrap());
+        assert_eq!(wait_any([&a, &b], Some(Duration::ZERO)).unwrap(), None);
+        b.notify();
+        assert_eq!(wait_any([&a, &b], Some(Duration::ZERO)).unwrap(), Some(1));
+        // Manual reset: still signalled.
+        assert_eq!(wait_any([&a, &b], None).unwrap(), Some(1));
+        a.notify();
+        assert_eq!(wait_any([&a, &b], None).unwrap(), Some(0));
+        a.drain();
+        b.drain();
+        assert_eq!(
+            wait_any([&a, &b], Some(Duration::from_millis(1))).unwrap(),
+            None
+        );
+        // Another thread's signal wakes a blocked wait.
+        let b = std::sync::Arc::new(b);
+        let b2 = b.clone();
+        let t = std::thread::spawn(move || b2.notify());
+        assert_eq!(wait_any([&a, &b], None).unwrap(), Some(1));
+        t.join().unwrap();
+    }
+}
