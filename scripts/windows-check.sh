@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cross-checks the Windows backend (eBPF for Windows) from Linux, for
-# x86_64-pc-windows-gnu: clippy with warnings denied, rustdoc, and a build of
-# the library's tests (every Windows line type-checked and linked); then the
+# x86_64-pc-windows-gnu: clippy with warnings denied, rustdoc, a build of the
+# library's tests (every Windows line type-checked and linked) and a check
+# with the minimum Rust version of Cargo.toml; then the
 # test binaries run under Wine, which has no eBPF for Windows: they check the
 # shared ring parser, the Win32 event waits and that a missing ebpfapi.dll is
 # `Error::PlatformNotInstalled` (tests/windows.rs, with
@@ -49,6 +50,15 @@ cargo clippy -p bpf-ringbuf --target "$target" --all-targets --features zerocopy
 RUSTDOCFLAGS="-D warnings" cargo doc -p bpf-ringbuf --no-deps --target "$target" --features zerocopy
 cargo build -p bpf-ringbuf --tests --target "$target"
 cargo build -p bpf-ringbuf --tests --target "$target" --features zerocopy
+# The library with the declared minimum Rust (scripts/msrv.sh does Linux).
+msrv=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' Cargo.toml)
+if ! rustup run "$msrv" rustc --version >/dev/null 2>&1; then
+    rustup toolchain install "$msrv" --profile minimal >/dev/null
+fi
+if ! rustup target list --installed --toolchain "$msrv" | grep -qx "$target"; then
+    rustup target add --toolchain "$msrv" "$target" >/dev/null
+fi
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/msrv" cargo "+$msrv" check -p bpf-ringbuf --lib --target "$target" --features zerocopy
 if ((run_wine)); then
     export WINEPREFIX="$PWD/target/wine-prefix" WINEDEBUG=-all WINEDLLOVERRIDES="mscoree,mshtml="
     if [[ ! -d "$WINEPREFIX/drive_c/windows/system32" ]]; then
@@ -63,4 +73,4 @@ if ((run_wine)); then
     cargo test -p bpf-ringbuf --target "$target"
     cargo test -p bpf-ringbuf --target "$target" --features zerocopy
 fi
-echo "windows-check: clippy, rustdoc and the test build for $target passed$( ((run_wine)) && echo ", and the tests under Wine (without eBPF for Windows)") ($(( $(date +%s) - start )) s)"
+echo "windows-check: clippy, rustdoc, the test build and Rust $msrv for $target passed$( ((run_wine)) && echo ", and the tests under Wine (without eBPF for Windows)") ($(( $(date +%s) - start )) s)"

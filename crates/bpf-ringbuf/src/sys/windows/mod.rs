@@ -304,9 +304,11 @@ pub(crate) fn fd_kind(_fd: BorrowedFd<'_>) -> Option<String> {
 /// registering replaces the previous one).
 pub(crate) fn set_wait_handle(fd: BorrowedFd<'_>, event: &event::Event) -> Result<(), Error> {
     let api = api()?;
-    // SAFETY: `fd` is a borrowed descriptor and `event` an open event handle
-    // that the caller keeps open while the map may signal it (the reader
-    // owns both and drops the event after the mapping's descriptor use).
+    // SAFETY: `fd` is a borrowed, open descriptor and `event` an open event
+    // handle, both valid for the call. efW takes its own reference to the
+    // event object (`ObReferenceObjectByHandle` in ebpf_ring_buffer.c, kept
+    // until it is replaced or the map goes), so closing our handle later
+    // leaves nothing dangling.
     check("ebpf_map_set_wait_handle", unsafe {
         (api.set_wait_handle)(fd.as_raw_fd(), 0, event.raw() as isize)
     })
