@@ -430,3 +430,56 @@ impl Drop for RingMapping {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// efW's `bpf()` errno values become the nearest Win32 errors, so that
+    /// `io::Error` prints them as Windows would; the shared code's checks
+    /// still work (a missing pin keeps the code `ENOENT` has).
+    #[test]
+    fn errno_values() {
+        let e = errno_error("bpf(BPF_OBJ_GET)", 2);
+        let source = e.os_error().unwrap();
+        assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(source.kind(), io::ErrorKind::NotFound);
+        for eperm in [1, 13] {
+            assert!(matches!(
+                errno_error("bpf(BPF_MAP_CREATE)", eperm),
+                Error::PermissionDenied {
+                    call: "bpf(BPF_MAP_CREATE)",
+                    ..
+                }
+            ));
+        }
+        let e = errno_error("bpf(BPF_MAP_CREATE)", 22);
+        assert_eq!(e.os_error().unwrap().kind(), io::ErrorKind::InvalidInput);
+        let e = errno_error("bpf(BPF_MAP_CREATE)", 9999);
+        assert_eq!(e.os_error().unwrap().to_string(), "errno 9999");
+    }
+
+    #[test]
+    fn ebpf_results() {
+        assert!(check("ebpf_duplicate_fd", 0).is_ok());
+        let e = check("ebpf_duplicate_fd", 4).unwrap_err();
+        assert_eq!(
+            e.os_error().unwrap().to_string(),
+            "ebpf_result_t 4 (EBPF_INVALID_FD)"
+        );
+        assert!(matches!(
+            check("ebpf_map_set_wait_handle", EBPF_ACCESS_DENIED),
+            Err(Error::PermissionDenied { .. })
+        ));
+        assert!(check("x", 1000)
+            .unwrap_err()
+            .os_error()
+            .unwrap()
+            .to_string()
+            .contains("unknown"));
+        assert_eq!(
+            RESULT_NAMES[EBPF_ACCESS_DENIED as usize],
+            "EBPF_ACCESS_DENIED"
+        );
+    }
+}
