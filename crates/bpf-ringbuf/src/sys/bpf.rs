@@ -438,74 +438,72 @@ pub(crate) fn prog_test_run(
     })
 }
 
-/// A human name for one of eBPF for Windows' `BPF_MAP_TYPE_*` values
-/// (`ebpf_structs.h`), for error messages.
-#[cfg(windows)]
+/// A human name for a `BPF_MAP_TYPE_*` value, for error messages.
 pub(crate) fn map_type_name(t: u32) -> &'static str {
-    const NAMES: &[&str] = &[
-        "UNSPEC",
-        "HASH",
-        "ARRAY",
-        "PROG_ARRAY",
-        "PERCPU_HASH",
-        "PERCPU_ARRAY",
-        "HASH_OF_MAPS",
-        "ARRAY_OF_MAPS",
-        "LRU_HASH",
-        "LPM_TRIE",
-        "QUEUE",
-        "LRU_PERCPU_HASH",
-        "STACK",
-        "RINGBUF",
-        "PERF_EVENT_ARRAY",
-        "SAMPLE_HASH_MAP",
-        "XSKMAP",
-    ];
-    NAMES.get(t as usize).copied().unwrap_or("UNKNOWN")
+    MAP_TYPE_NAMES.get(t as usize).copied().unwrap_or("UNKNOWN")
 }
 
-/// A human name for a `BPF_MAP_TYPE_*` value, for error messages.
+/// Linux's `BPF_MAP_TYPE_*` names, in order (`enum bpf_map_type`).
 #[cfg(target_os = "linux")]
-pub(crate) fn map_type_name(t: u32) -> &'static str {
-    const NAMES: &[&str] = &[
-        "UNSPEC",
-        "HASH",
-        "ARRAY",
-        "PROG_ARRAY",
-        "PERF_EVENT_ARRAY",
-        "PERCPU_HASH",
-        "PERCPU_ARRAY",
-        "STACK_TRACE",
-        "CGROUP_ARRAY",
-        "LRU_HASH",
-        "LRU_PERCPU_HASH",
-        "LPM_TRIE",
-        "ARRAY_OF_MAPS",
-        "HASH_OF_MAPS",
-        "DEVMAP",
-        "SOCKMAP",
-        "CPUMAP",
-        "XSKMAP",
-        "SOCKHASH",
-        "CGROUP_STORAGE",
-        "REUSEPORT_SOCKARRAY",
-        "PERCPU_CGROUP_STORAGE",
-        "QUEUE",
-        "STACK",
-        "SK_STORAGE",
-        "DEVMAP_HASH",
-        "STRUCT_OPS",
-        "RINGBUF",
-        "INODE_STORAGE",
-        "TASK_STORAGE",
-        "BLOOM_FILTER",
-        "USER_RINGBUF",
-        "CGRP_STORAGE",
-        "ARENA",
-        "INSN_ARRAY",
-    ];
-    NAMES.get(t as usize).copied().unwrap_or("UNKNOWN")
-}
+const MAP_TYPE_NAMES: &[&str] = &[
+    "UNSPEC",
+    "HASH",
+    "ARRAY",
+    "PROG_ARRAY",
+    "PERF_EVENT_ARRAY",
+    "PERCPU_HASH",
+    "PERCPU_ARRAY",
+    "STACK_TRACE",
+    "CGROUP_ARRAY",
+    "LRU_HASH",
+    "LRU_PERCPU_HASH",
+    "LPM_TRIE",
+    "ARRAY_OF_MAPS",
+    "HASH_OF_MAPS",
+    "DEVMAP",
+    "SOCKMAP",
+    "CPUMAP",
+    "XSKMAP",
+    "SOCKHASH",
+    "CGROUP_STORAGE",
+    "REUSEPORT_SOCKARRAY",
+    "PERCPU_CGROUP_STORAGE",
+    "QUEUE",
+    "STACK",
+    "SK_STORAGE",
+    "DEVMAP_HASH",
+    "STRUCT_OPS",
+    "RINGBUF",
+    "INODE_STORAGE",
+    "TASK_STORAGE",
+    "BLOOM_FILTER",
+    "USER_RINGBUF",
+    "CGRP_STORAGE",
+    "ARENA",
+    "INSN_ARRAY",
+];
+
+/// eBPF for Windows' `BPF_MAP_TYPE_*` names, in order (`ebpf_structs.h`).
+#[cfg(windows)]
+const MAP_TYPE_NAMES: &[&str] = &[
+    "UNSPEC",
+    "HASH",
+    "ARRAY",
+    "PROG_ARRAY",
+    "PERCPU_HASH",
+    "PERCPU_ARRAY",
+    "HASH_OF_MAPS",
+    "ARRAY_OF_MAPS",
+    "LRU_HASH",
+    "LPM_TRIE",
+    "QUEUE",
+    "LRU_PERCPU_HASH",
+    "STACK",
+    "RINGBUF",
+    "PERF_EVENT_ARRAY",
+    "SAMPLE_HASH_MAP",
+    "XSKMAP",
+];
 
 /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`: an array whose values are maps. From
 /// userspace a lookup returns the inner map's id (a `u32`).
