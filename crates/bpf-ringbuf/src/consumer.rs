@@ -4,13 +4,15 @@
 //! built on it.
 
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::claim::{Claim, Key};
 use crate::error::{Error, Result};
 use crate::map::{check_consumer_flags, check_map};
 use crate::ring::cursor::{Cursor, DrainEnd, Head, HeadState};
-use crate::sys::{self, bpf, mmap::Mmap};
+use crate::sys::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(target_os = "linux")]
+use crate::sys::mmap::Mmap;
+use crate::sys::{self, bpf};
 
 /// A record copied out of the ring by [`Reader::read`](crate::Reader::read),
 /// [`Reader::read_into`](crate::Reader::read_into) or [`Consumer::try_read_into`].
@@ -221,24 +223,13 @@ impl Consumer {
         check_consumer_flags(checked.flags)?;
         let claim = Claim::take(Key::Map(checked.id))?;
         let fd = sys::dup(borrowed)?;
-        let size = checked.size;
-        let page = sys::page_size();
-        let consumer =
-            Mmap::map("mmap(consumer page)", fd.as_fd(), page, 0, true).map_err(|e| match e {
-                // The descriptor lacks write access: the kernel's
-                // ringbuf_map_mmap_kern refuses a writable mapping of it.
-                Error::PermissionDenied { call, source } => Error::ReadOnlyMap { call, source },
-                e => e,
-            })?;
-        let producer = Mmap::map(
-            "mmap(producer page and data)",
-            fd.as_fd(),
-            page + 2 * size,
-            page,
-            false,
-        )?;
-        let cur = Cursor::from_kernel_mappings(consumer, producer, page, size)?;
+        let cur = map_ring(fd.as_fd(), checked.size)?;
         Ok(Consumer::from_parts(cur, fd, claim))
+    }
+
+    /// The map's descriptor (the consumer's own duplicate).
+    pub(crate) fn map_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
 
     pub(crate) fn from_parts(cur: Cursor, fd: OwnedFd, claim: Claim) -> Consumer {
@@ -476,6 +467,40 @@ impl Consumer {
     }
 }
 
+/// Maps the ring of `fd` (`size` data bytes): the consumer page
+/// read-write, the producer page and the data (mapped twice) read-only.
+#[cfg(target_os = "linux")]
+fn map_ring(fd: BorrowedFd<'_>, size: usize) -> Result<Cursor> {
+    let page = sys::page_size();
+    let consumer = Mmap::map("mmap(consumer page)", fd, page, 0, true).map_err(|e| match e {
+        // The descriptor lacks write access: the kernel's
+        // ringbuf_map_mmap_kern refuses a writable mapping of it.
+        Error::PermissionDenied { call, source } => Error::ReadOnlyMap { call, source },
+        e => e,
+    })?;
+    let producer = Mmap::map(
+        "mmap(producer page and data)",
+        fd,
+        page + 2 * size,
+        page,
+        false,
+    )?;
+    Ok(Cursor::from_kernel_mappings(
+        consumer, producer, page, size,
+    )?)
+}
+
+/// Maps the ring of `fd` (`size` data bytes) with eBPF for Windows'
+/// `ebpf_ring_buffer_map_map_buffer`: the same layout as Linux.
+#[cfg(windows)]
+fn map_ring(fd: BorrowedFd<'_>, size: usize) -> Result<Cursor, Error> {
+    let mapping = sys::windows::RingMapping::map(fd, size)?;
+    Ok(Cursor::from_efw_mapping(mapping)?)
+}
+
+/// Linux only: the descriptor is pollable there (not on Windows, where a
+/// [`Reader`](crate::Reader) waits on an event registered with the map).
+#[cfg(target_os = "linux")]
 impl AsFd for Consumer {
     /// The ring's descriptor: readable (level-triggered) while the producer
     /// position differs from the published consumer position, and woken by
@@ -487,6 +512,7 @@ impl AsFd for Consumer {
 
 /// In-place peeking for the ordered merge of a
 /// [`RingSet`](crate::RingSet): reload once, peek each head, take it.
+#[cfg(target_os = "linux")]
 impl Consumer {
     /// Loads the producer position: the records present now are what
     /// [`peek_head`](Self::peek_head) and [`take_head`](Self::take_head)

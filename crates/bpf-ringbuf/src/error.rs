@@ -51,7 +51,14 @@ pub enum Error {
 
     /// The map is of the right type, but its key size, value size or number
     /// of entries is not the layout required: for a
-    /// [`LostCounter`](crate::LostCounter), a `u32` key, a value of 8 or 24
+    #[cfg_attr(
+        target_os = "linux",
+        doc = " [`LostCounter`](crate::LostCounter), a `u32` key, a value of 8 or 24"
+    )]
+    #[cfg_attr(
+        not(target_os = "linux"),
+        doc = " `LostCounter` (Linux), a `u32` key, a value of 8 or 24"
+    )]
     /// bytes, and at least one entry.
     #[error("map {map_id} is not {layout}: {reason}")]
     WrongMapLayout {
@@ -179,7 +186,11 @@ pub enum Error {
     },
 
     /// The kernel refused the call for lack of privilege.
-    #[error("{call}: permission denied (BPF ring buffers need CAP_BPF, or root; check also kernel.unprivileged_bpf_disabled and any LSM policy)")]
+    #[cfg_attr(not(windows), error("{call}: permission denied (BPF ring buffers need CAP_BPF, or root; check also kernel.unprivileged_bpf_disabled and any LSM policy)"))]
+    #[cfg_attr(
+        windows,
+        error("{call}: access denied (eBPF for Windows serves administrators only: run elevated)")
+    )]
     PermissionDenied {
         /// The system call that failed.
         call: &'static str,
@@ -244,6 +255,19 @@ pub enum Error {
         align: usize,
     },
 
+    /// Windows only: eBPF for Windows (`ebpfapi.dll`, v1.0 or later) is not
+    /// installed, or is too old to export a function this crate needs.
+    /// Reported by the first call that needs it, never at start-up.
+    #[cfg(windows)]
+    #[error("eBPF for Windows is not installed (or is older than v1.0): {missing} not found")]
+    PlatformNotInstalled {
+        /// `ebpfapi.dll`, or the function it lacks.
+        missing: &'static str,
+        /// The error of `LoadLibraryW` or `GetProcAddress`.
+        #[source]
+        source: io::Error,
+    },
+
     /// Any other system call failure.
     #[error("{call} failed")]
     Syscall {
@@ -256,7 +280,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// Classifies an OS error from `call`.
+    /// Classifies an OS error (an errno) from `call`.
+    #[cfg(target_os = "linux")]
     pub(crate) fn from_syscall(call: &'static str, source: io::Error) -> Error {
         match source.raw_os_error() {
             Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied { call, source },
@@ -272,6 +297,8 @@ impl Error {
             | Error::Syscall { source, .. } => Some(source),
             #[cfg(feature = "testing")]
             Error::ProgramRejected { source, .. } => Some(source),
+            #[cfg(windows)]
+            Error::PlatformNotInstalled { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -305,6 +332,8 @@ impl From<Error> for io::Error {
             Error::RecordSize { .. } | Error::RecordMisaligned { .. } => io::ErrorKind::InvalidData,
             #[cfg(feature = "tokio")]
             Error::NoAsyncRuntime => io::ErrorKind::Other,
+            #[cfg(windows)]
+            Error::PlatformNotInstalled { .. } => io::ErrorKind::NotFound,
             Error::Syscall { source, .. } => source.kind(),
         };
         io::Error::new(kind, e)

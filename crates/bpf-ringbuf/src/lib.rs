@@ -122,6 +122,21 @@
 //! Linux 5.8 or later (ring buffers), `CAP_BPF` or root to create or open maps.
 //! The `testing` feature's kernel producer needs Linux 5.12 (BPF atomics) and
 //! `CAP_BPF` + `CAP_PERFMON`/root. Developed and tested on Linux 6.18 x86_64.
+//!
+//! # Windows
+//!
+//! On Windows the crate reads the ring buffers of eBPF for Windows (v1.0 or
+//! later), whose consumer mapping has the Linux layout, through the same
+//! ring parser. `ebpfapi.dll` is loaded on first use: without it, calls
+//! return `Error::PlatformNotInstalled` (the program still starts).
+//! Available there: [`RingBuf`] (create, `open_pinned`, `from_id`,
+//! `from_fd`, `pin`), [`Consumer`] and [`Reader`] with every read path,
+//! deadlines, [`WakePolicy`] and [`ReaderHandle`], and the `zerocopy`
+//! feature. Descriptors are efW's `fd_t`, in the module `fd` (`AsFd`,
+//! `OwnedFd`, `BorrowedFd`). Linux only: `RingSet`, `LostCounter`, `AsFd`
+//! on `Consumer` and `Reader` (the pollable descriptor), the `tokio` and
+//! `testing` features. The Windows code is compiled and linked in CI
+//! (`x86_64-pc-windows-gnu`) but has never run on Windows.
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms)]
@@ -129,11 +144,13 @@
 mod claim;
 mod consumer;
 mod error;
+#[cfg(target_os = "linux")]
 mod lost;
 mod map;
 mod reader;
 #[expect(unsafe_code, reason = "the ring protocol over mapped memory")]
 mod ring;
+#[cfg(target_os = "linux")]
 mod ring_set;
 #[expect(unsafe_code, reason = "raw system calls")]
 mod sys;
@@ -150,11 +167,17 @@ mod typed;
 pub use crate::tokio::{AsyncBatch, AsyncReader, RecordStream};
 pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, StopReason};
 pub use error::{Error, Result};
+#[cfg(target_os = "linux")]
 pub use lost::{LostCounter, LostEvents};
 pub use map::RingBuf;
 pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
+#[cfg(target_os = "linux")]
 pub use ring_set::{RingSet, RingSetStats, RoundStats};
+/// Windows only: eBPF for Windows' descriptors (`fd_t`), in the shape of
+/// `std::os::fd` (which Windows lacks).
+#[cfg(windows)]
+pub use sys::windows::fd;
 #[cfg(feature = "zerocopy")]
 pub use typed::{view, view_prefix, view_slice, ExpectedSize, RecordExt};
 pub use wait::ReaderHandle;

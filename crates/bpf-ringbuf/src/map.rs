@@ -1,6 +1,6 @@
 //! [`RingBuf`]: a handle on a `BPF_MAP_TYPE_RINGBUF` map.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use crate::sys::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use crate::error::{Error, Result};

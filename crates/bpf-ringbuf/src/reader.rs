@@ -1,7 +1,8 @@
 //! [`Reader`]: the safe consumer API.
 
 use std::ops::ControlFlow;
-use std::os::fd::{AsFd, BorrowedFd};
+#[cfg(target_os = "linux")]
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use crate::consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats};
 use crate::error::{Error, Result};
 use crate::ring::cursor::{Corruption, Head};
 use crate::ring::Peek;
+use crate::sys::fd::AsFd;
 use crate::wait::{self, ReaderHandle, Shared, Waiter};
 
 /// A blocking consumer of a `BPF_MAP_TYPE_RINGBUF` map: a [`Consumer`] with
@@ -88,7 +90,7 @@ impl Reader {
     /// eventfd (for flush and close) of its own.
     pub fn from_consumer(core: Consumer) -> Result<Reader> {
         let shared = Shared::new()?;
-        let waiter = Waiter::new(core.as_fd(), &shared)?;
+        let waiter = Waiter::new(core.map_fd(), &shared)?;
         Ok(Reader {
             core,
             deadline: None,
@@ -713,6 +715,7 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
+#[cfg(target_os = "linux")]
 impl AsFd for Reader {
     /// The ring's descriptor ([`Consumer`]'s): readable (level-triggered)
     /// while the producer position differs from the published consumer

@@ -1,15 +1,28 @@
 //! Waiting: epoll on the ring's descriptor and an eventfd, deadlines, and the
 //! [`ReaderHandle`] that flushes or closes a reader from another thread.
+//! On Windows, Win32 events instead of epoll and the eventfd (see [`event`]).
 
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+#[cfg(target_os = "linux")]
 use crate::sys::epoll::{Epoll, EventFd};
+// Flush and close's wake-up object: a Win32 event where Linux has an eventfd.
+#[cfg(windows)]
+use crate::sys::windows::event::Event as EventFd;
 
+#[cfg(any(windows, test))]
+mod event;
+#[cfg(windows)]
+pub(crate) use event::Waiter;
+
+#[cfg(target_os = "linux")]
 const TOKEN_RING: u64 = 0;
+#[cfg(target_os = "linux")]
 const TOKEN_EVENT: u64 = 1;
 
 /// State shared by a reader and its handles.
@@ -43,11 +56,19 @@ impl Shared {
     /// The eventfd that `flush()` and `close()` write, for a waiter that
     /// watches it itself (the tokio reader registers a duplicate; a
     /// `RingSet` registers it in its epoll instance).
+    #[cfg(target_os = "linux")]
     pub(crate) fn event_fd(&self) -> BorrowedFd<'_> {
         self.event.as_fd()
     }
 
+    /// The event that `flush()` and `close()` set (Windows).
+    #[cfg(windows)]
+    pub(crate) fn control_event(&self) -> &EventFd {
+        &self.event
+    }
+
     /// Resets the eventfd after it fired; the flags it announced are checked next.
+    #[cfg(target_os = "linux")]
     pub(crate) fn drain_event(&self) {
         self.event.drain();
     }
@@ -108,14 +129,16 @@ impl ReaderHandle {
     }
 }
 
-/// The sleeping half of a reader: one epoll instance watching the ring's
+/// The sleeping half of a reader (Linux): one epoll instance watching the ring's
 /// descriptor (edge-triggered: woken by the kernel's wakeups) and the
 /// eventfd of flush and close (level-triggered, drained when it fires).
+#[cfg(target_os = "linux")]
 #[derive(Debug)]
 pub(crate) struct Waiter {
     epoll: Epoll,
 }
 
+#[cfg(target_os = "linux")]
 impl Waiter {
     pub(crate) fn new(ring_fd: BorrowedFd<'_>, shared: &Shared) -> Result<Waiter> {
         let epoll = Epoll::new()?;
@@ -161,8 +184,6 @@ pub(crate) struct Woke {
     /// A flush or close.
     pub event: bool,
 }
-
-impl Waiter {}
 
 /// Backs off while the record at the head is BUSY (reserved, not committed):
 /// spins briefly, then yields, then returns how long to sleep (growing from

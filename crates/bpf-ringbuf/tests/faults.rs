@@ -4,7 +4,9 @@
 //!
 //! The descriptor tests need neither privileges nor the `testing` feature.
 //! The privilege test needs both: it skips loudly without CAP_BPF, and fails
-//! instead under `BPF_RINGBUF_REQUIRE_PRIVILEGED=1`.
+//! instead under `BPF_RINGBUF_REQUIRE_PRIVILEGED=1`. Linux only (they use
+//! Linux descriptors).
+#![cfg(target_os = "linux")]
 
 #[cfg(feature = "testing")]
 #[macro_use]

@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 use super::abi::HEADER_SIZE as HDR_SZ;
 use super::{Peek, RawRing};
 use crate::error::Error;
+#[cfg(target_os = "linux")]
 use crate::sys::mmap::Mmap;
 
 /// One step of the cursor within the known part of the ring (for tests: the
@@ -159,6 +160,7 @@ fn bump(c: &Cell<u64>, n: u64) {
 }
 
 /// The kernel's two mappings of a `BPF_MAP_TYPE_RINGBUF` map.
+#[cfg(target_os = "linux")]
 #[derive(Debug)]
 struct KernelMappings {
     _consumer: Mmap,
@@ -174,6 +176,7 @@ impl Cursor {
     /// A cursor over the kernel's mappings of a ring buffer of `size` data
     /// bytes (see [`RawRing::from_kernel`]). Takes ownership of both, so the
     /// memory lives as long as the cursor.
+    #[cfg(target_os = "linux")]
     pub(crate) fn from_kernel_mappings(
         consumer: Mmap,
         producer: Mmap,
@@ -190,6 +193,20 @@ impl Cursor {
         });
         // SAFETY: `mem` owns the mappings `ring` points into.
         unsafe { Cursor::new(ring, mem) }
+    }
+
+    /// A cursor over eBPF for Windows' mapping of a ring buffer (see
+    /// [`RawRing::from_efw`]). Takes ownership of it, so the memory lives as
+    /// long as the cursor.
+    #[cfg(windows)]
+    pub(crate) fn from_efw_mapping(
+        mapping: crate::sys::windows::RingMapping,
+    ) -> Result<Cursor, Corruption> {
+        // SAFETY: the mapping moves into the cursor below, so it outlives
+        // the `RawRing`.
+        let ring = unsafe { RawRing::from_efw(&mapping) };
+        // SAFETY: `mapping` owns the views `ring` points into.
+        unsafe { Cursor::new(ring, Box::new(mapping)) }
     }
 
     /// Starts at the published consumer position; an error if that position
@@ -654,7 +671,8 @@ impl Cursor {
 
 /// Peeking for the ordered merge of a ring set (`RingSet::consume_ordered`):
 /// look at the head record in place, then take it with
-/// [`Cursor::next_record`].
+/// [`Cursor::next_record`]. Linux only (ring sets are).
+#[cfg(target_os = "linux")]
 impl Cursor {
     /// The committed record at the cursor, within the known part of the ring
     /// (the producer position of the last reload), skipping discards but not

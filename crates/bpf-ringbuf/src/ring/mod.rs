@@ -137,6 +137,7 @@ impl RawRing {
     ///
     /// The mappings are of such a map, with that size, and outlive every use
     /// of the result (and of its copies).
+    #[cfg(target_os = "linux")]
     pub(crate) unsafe fn from_kernel(
         consumer: &crate::sys::mmap::Mmap,
         producer: &crate::sys::mmap::Mmap,
@@ -155,6 +156,33 @@ impl RawRing {
                 consumer.ptr().cast(),
                 producer.ptr().cast(),
                 producer.ptr().add(page),
+                size,
+            )
+        }
+    }
+
+    /// A ring over eBPF for Windows' views of a ring buffer map: the same
+    /// layout as Linux's (consumer page, producer page, data mapped twice),
+    /// with the data at its own address (from efW v1.5 it does not follow
+    /// the producer page).
+    ///
+    /// # Safety
+    ///
+    /// `mapping` outlives every use of the result (and of its copies).
+    #[cfg(windows)]
+    pub(crate) unsafe fn from_efw(mapping: &crate::sys::windows::RingMapping) -> RawRing {
+        let size = mapping.size();
+        assert!(size.is_power_of_two() && size >= HDR_SZ);
+        // SAFETY: efW's views: `consumer_pos` at the start of the read-write
+        // consumer page, `producer_pos` at the start of the read-only
+        // producer page, `2 * size` data bytes (the data mapped twice), all
+        // 8-aligned (checked by `RingMapping::map`); `size` is a power of
+        // two (asserted). Lifetime: the caller's promise.
+        unsafe {
+            RawRing::new(
+                mapping.consumer_pos(),
+                mapping.producer_pos(),
+                mapping.data(),
                 size,
             )
         }

@@ -1,11 +1,19 @@
 //! The `bpf(2)` system call: commands, `union bpf_attr` members and
 //! `struct bpf_map_info`, mirrored from `include/uapi/linux/bpf.h`.
+//!
+//! On Windows the same structures go to eBPF for Windows' `bpf()` in
+//! `ebpfapi.dll`, which takes the Linux `bpf_attr` ABI (its
+//! `include/linux/bpf.h`); only the map type numbers differ.
+
+// The map-in-map, per-CPU and lookup items serve Linux-only modules.
+#![cfg_attr(windows, allow(dead_code))]
 
 use std::ffi::CString;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+#[cfg(target_os = "linux")]
 use super::cvt;
+use super::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use crate::error::Error;
 
 pub(crate) const BPF_MAP_CREATE: u32 = 0;
@@ -42,7 +50,12 @@ pub(crate) const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_MAP_TYPE_PERCPU_ARRAY`: one value per possible CPU under each key.
 pub(crate) const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
 /// `BPF_MAP_TYPE_RINGBUF`: kernel producer, userspace consumer.
+#[cfg(target_os = "linux")]
 pub(crate) const BPF_MAP_TYPE_RINGBUF: u32 = 27;
+/// eBPF for Windows' `BPF_MAP_TYPE_RINGBUF` (`ebpf_structs.h`: 13, where
+/// Linux has 27).
+#[cfg(windows)]
+pub(crate) const BPF_MAP_TYPE_RINGBUF: u32 = 13;
 /// `BPF_MAP_TYPE_USER_RINGBUF`: userspace producer, kernel consumer.
 #[cfg(test)]
 pub(crate) const BPF_MAP_TYPE_USER_RINGBUF: u32 = 31;
@@ -176,6 +189,7 @@ pub(crate) struct MapInfo {
 }
 
 /// `bpf(cmd, attr, sizeof(*attr))`.
+#[cfg(target_os = "linux")]
 fn bpf<T>(call: &'static str, cmd: u32, attr: &mut T) -> Result<libc::c_long, Error> {
     // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` bpf_attr member
     // of exactly `size_of::<T>()` bytes; the kernel zero-extends the rest. Any
@@ -191,8 +205,18 @@ fn bpf<T>(call: &'static str, cmd: u32, attr: &mut T) -> Result<libc::c_long, Er
     cvt(call, ret)
 }
 
+/// `bpf(cmd, attr, sizeof(*attr))` of eBPF for Windows (`ebpfapi.dll`).
+#[cfg(windows)]
+fn bpf<T>(call: &'static str, cmd: u32, attr: &mut T) -> Result<std::ffi::c_long, Error> {
+    // SAFETY: `attr` is a live, exclusively borrowed `#[repr(C)]` bpf_attr
+    // member of exactly `size_of::<T>()` bytes (efW takes the Linux layout
+    // and zero-extends or checks the rest). Any pointers inside it were set
+    // by our caller to memory that outlives the call.
+    unsafe { super::windows::bpf(call, cmd, (attr as *mut T).cast(), size_of::<T>()) }
+}
+
 /// Wraps a descriptor returned by a successful `bpf()` call.
-fn owned(ret: libc::c_long) -> OwnedFd {
+fn owned(ret: std::ffi::c_long) -> OwnedFd {
     // SAFETY: `ret` is a new descriptor the kernel just returned to us.
     unsafe { OwnedFd::from_raw_fd(ret as RawFd) }
 }
@@ -248,11 +272,21 @@ pub(crate) fn map_info(fd: BorrowedFd<'_>) -> Result<MapInfo, Error> {
 }
 
 /// The path as a C string; a NUL byte inside is [`Error::InvalidPath`].
+/// On Windows efW pin paths are strings; one that is not valid Unicode is
+/// [`Error::InvalidPath`] too.
 pub(crate) fn c_path(path: &std::path::Path) -> Result<CString, Error> {
-    use std::os::unix::ffi::OsStrExt;
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| Error::InvalidPath {
-        path: path.to_path_buf(),
-    })
+    #[cfg(target_os = "linux")]
+    let bytes = {
+        use std::os::unix::ffi::OsStrExt;
+        Some(path.as_os_str().as_bytes())
+    };
+    #[cfg(windows)]
+    let bytes = path.to_str().map(str::as_bytes);
+    bytes
+        .and_then(|b| CString::new(b).ok())
+        .ok_or_else(|| Error::InvalidPath {
+            path: path.to_path_buf(),
+        })
 }
 
 /// `bpf(BPF_OBJ_PIN)`: pins an object in a bpffs.
@@ -406,45 +440,70 @@ pub(crate) fn prog_test_run(
 
 /// A human name for a `BPF_MAP_TYPE_*` value, for error messages.
 pub(crate) fn map_type_name(t: u32) -> &'static str {
-    const NAMES: &[&str] = &[
-        "UNSPEC",
-        "HASH",
-        "ARRAY",
-        "PROG_ARRAY",
-        "PERF_EVENT_ARRAY",
-        "PERCPU_HASH",
-        "PERCPU_ARRAY",
-        "STACK_TRACE",
-        "CGROUP_ARRAY",
-        "LRU_HASH",
-        "LRU_PERCPU_HASH",
-        "LPM_TRIE",
-        "ARRAY_OF_MAPS",
-        "HASH_OF_MAPS",
-        "DEVMAP",
-        "SOCKMAP",
-        "CPUMAP",
-        "XSKMAP",
-        "SOCKHASH",
-        "CGROUP_STORAGE",
-        "REUSEPORT_SOCKARRAY",
-        "PERCPU_CGROUP_STORAGE",
-        "QUEUE",
-        "STACK",
-        "SK_STORAGE",
-        "DEVMAP_HASH",
-        "STRUCT_OPS",
-        "RINGBUF",
-        "INODE_STORAGE",
-        "TASK_STORAGE",
-        "BLOOM_FILTER",
-        "USER_RINGBUF",
-        "CGRP_STORAGE",
-        "ARENA",
-        "INSN_ARRAY",
-    ];
-    NAMES.get(t as usize).copied().unwrap_or("UNKNOWN")
+    MAP_TYPE_NAMES.get(t as usize).copied().unwrap_or("UNKNOWN")
 }
+
+/// Linux's `BPF_MAP_TYPE_*` names, in order (`enum bpf_map_type`).
+#[cfg(target_os = "linux")]
+const MAP_TYPE_NAMES: &[&str] = &[
+    "UNSPEC",
+    "HASH",
+    "ARRAY",
+    "PROG_ARRAY",
+    "PERF_EVENT_ARRAY",
+    "PERCPU_HASH",
+    "PERCPU_ARRAY",
+    "STACK_TRACE",
+    "CGROUP_ARRAY",
+    "LRU_HASH",
+    "LRU_PERCPU_HASH",
+    "LPM_TRIE",
+    "ARRAY_OF_MAPS",
+    "HASH_OF_MAPS",
+    "DEVMAP",
+    "SOCKMAP",
+    "CPUMAP",
+    "XSKMAP",
+    "SOCKHASH",
+    "CGROUP_STORAGE",
+    "REUSEPORT_SOCKARRAY",
+    "PERCPU_CGROUP_STORAGE",
+    "QUEUE",
+    "STACK",
+    "SK_STORAGE",
+    "DEVMAP_HASH",
+    "STRUCT_OPS",
+    "RINGBUF",
+    "INODE_STORAGE",
+    "TASK_STORAGE",
+    "BLOOM_FILTER",
+    "USER_RINGBUF",
+    "CGRP_STORAGE",
+    "ARENA",
+    "INSN_ARRAY",
+];
+
+/// eBPF for Windows' `BPF_MAP_TYPE_*` names, in order (`ebpf_structs.h`).
+#[cfg(windows)]
+const MAP_TYPE_NAMES: &[&str] = &[
+    "UNSPEC",
+    "HASH",
+    "ARRAY",
+    "PROG_ARRAY",
+    "PERCPU_HASH",
+    "PERCPU_ARRAY",
+    "HASH_OF_MAPS",
+    "ARRAY_OF_MAPS",
+    "LRU_HASH",
+    "LPM_TRIE",
+    "QUEUE",
+    "LRU_PERCPU_HASH",
+    "STACK",
+    "RINGBUF",
+    "PERF_EVENT_ARRAY",
+    "SAMPLE_HASH_MAP",
+    "XSKMAP",
+];
 
 /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`: an array whose values are maps. From
 /// userspace a lookup returns the inner map's id (a `u32`).
@@ -531,7 +590,14 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(map_type_name(BPF_MAP_TYPE_RINGBUF), "RINGBUF");
+        #[cfg(target_os = "linux")]
         assert_eq!(map_type_name(BPF_MAP_TYPE_USER_RINGBUF), "USER_RINGBUF");
+        // eBPF for Windows numbers its types differently (ebpf_structs.h).
+        #[cfg(windows)]
+        assert_eq!(
+            (BPF_MAP_TYPE_RINGBUF, map_type_name(14)),
+            (13, "PERF_EVENT_ARRAY")
+        );
         assert_eq!(map_type_name(BPF_MAP_TYPE_ARRAY), "ARRAY");
         assert_eq!(map_type_name(9999), "UNKNOWN");
         assert_eq!(&obj_name("a-b_c")[..4], b"ab_c");

@@ -1,5 +1,9 @@
 //! Kernel ABI and raw system calls: `bpf()`, `mmap`, `epoll`, `eventfd`, and
-//! (feature `tokio`) registering a descriptor with tokio's reactor.
+//! (feature `tokio`) registering a descriptor with tokio's reactor. On
+//! Windows, [`windows`]: eBPF for Windows' `ebpfapi.dll` (its `bpf()` with
+//! the same `bpf_attr` structures, its descriptors and ring mapping) and
+//! Win32 events; `fd` names each system's descriptor types for the layers
+//! above.
 //!
 //! # Safety
 //!
@@ -22,16 +26,39 @@ compile_error!(
 #[cfg(feature = "tokio")]
 pub(crate) mod async_fd;
 pub(crate) mod bpf;
+#[cfg(target_os = "linux")]
 pub(crate) mod epoll;
 #[cfg(feature = "testing")]
 pub(crate) mod memfd;
+#[cfg(target_os = "linux")]
 pub(crate) mod mmap;
+#[cfg(windows)]
+pub(crate) mod windows;
 
+// The descriptor types of this system: std's on Linux, efW's on Windows.
+#[cfg(target_os = "linux")]
+pub(crate) use std::os::fd;
+#[cfg(windows)]
+pub(crate) use windows::fd;
+#[cfg(windows)]
+pub(crate) use windows::{dup, fd_is_open, fd_kind, page_size};
+
+#[cfg(all(windows, any(feature = "testing", feature = "tokio")))]
+compile_error!(
+    "bpf-ringbuf: the features `testing` and `tokio` are Linux-only (the kernel test producer, the fake ring and the async reader); build for Windows without them"
+);
+#[cfg(not(any(target_os = "linux", windows)))]
+compile_error!("bpf-ringbuf supports Linux and Windows (eBPF for Windows) only");
+
+#[cfg(target_os = "linux")]
 use std::io;
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
+#[cfg(target_os = "linux")]
 use crate::error::Error;
 
+#[cfg(target_os = "linux")]
 /// `sysconf(_SC_PAGESIZE)`: the runtime page size. Never assume 4096.
 pub(crate) fn page_size() -> usize {
     use std::sync::OnceLock;
@@ -47,6 +74,7 @@ pub(crate) fn page_size() -> usize {
     })
 }
 
+#[cfg(target_os = "linux")]
 /// Turns a `-1`/errno return into an [`Error`] that names the call.
 pub(crate) fn cvt(call: &'static str, ret: libc::c_long) -> Result<libc::c_long, Error> {
     if ret < 0 {
@@ -56,6 +84,7 @@ pub(crate) fn cvt(call: &'static str, ret: libc::c_long) -> Result<libc::c_long,
     }
 }
 
+#[cfg(target_os = "linux")]
 /// `fcntl(fd, F_DUPFD_CLOEXEC, 3)`: duplicates a descriptor, keeping close-on-exec.
 pub(crate) fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
     // SAFETY: fcntl on a borrowed fd; the result, if valid, is a new descriptor we own.
@@ -65,6 +94,7 @@ pub(crate) fn dup(fd: BorrowedFd<'_>) -> Result<OwnedFd, Error> {
     Ok(unsafe { OwnedFd::from_raw_fd(ret) })
 }
 
+#[cfg(target_os = "linux")]
 /// `readlink("/proc/self/fd/N")`: what kind of file a descriptor refers to.
 ///
 /// BPF maps show as `anon_inode:bpf-map`. Returns `None` when procfs is not
@@ -75,15 +105,18 @@ pub(crate) fn fd_kind(fd: BorrowedFd<'_>) -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+#[cfg(target_os = "linux")]
 /// `fcntl(fd, F_GETFD)`: whether a descriptor is open at all.
 pub(crate) fn fd_is_open(fd: BorrowedFd<'_>) -> bool {
     // SAFETY: F_GETFD only inspects the descriptor table.
     unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFD) >= 0 }
 }
 
+#[cfg(target_os = "linux")]
 /// Where the kernel lists the possible CPUs (`cpu_possible_mask`).
 const POSSIBLE_CPUS: &str = "/sys/devices/system/cpu/possible";
 
+#[cfg(target_os = "linux")]
 /// The possible CPUs, in increasing order, from
 /// `/sys/devices/system/cpu/possible` (e.g. `0-1`, or `0,2-5`): the CPUs a
 /// per-CPU map holds a value for, in the order `BPF_MAP_LOOKUP_ELEM` copies
@@ -100,6 +133,7 @@ pub(crate) fn possible_cpus() -> Result<Vec<u32>, Error> {
     })
 }
 
+#[cfg(target_os = "linux")]
 /// Parses the kernel's CPU list format (`cpulist_parse`): comma-separated
 /// CPUs or inclusive ranges, increasing. `None` for anything else or an
 /// empty list.
@@ -174,7 +208,7 @@ pub(crate) fn pin_current_thread(cpu: usize) -> Result<(), Error> {
     cvt("sched_setaffinity", ret as libc::c_long).map(drop)
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
 
