@@ -12,8 +12,9 @@
 //!
 //! A spectator never writes the consumer position (its consumer page is
 //! mapped read-only), and does not count as this process's consumer of the
-//! map: a [`Reader`](crate::Reader) of the same map works next to it, and a
-//! read-only map descriptor (`BPF_F_RDONLY`) is enough. It cannot make the
+//! map: a [`Reader`](crate::Reader) of the same map works next to it. (It
+//! still needs a read-write descriptor: the kernel maps no part of a ring for
+//! a `BPF_F_RDONLY` one.) It cannot make the
 //! producer wait: when it falls behind, the producer overwrites records it
 //! has not read yet, and it counts them ([`SpectatorStats`]).
 //!
@@ -185,8 +186,10 @@ fn start_at(start: Start) -> StartAt {
 
 impl Spectator {
     /// Opens a spectator of a ring buffer map: a [`RingBuf`], or any `AsFd`
-    /// that is one (an aya or libbpf-rs map, a raw or read-only `OwnedFd`),
-    /// normal or in overwrite mode.
+    /// that is one (an aya or libbpf-rs map, a raw `OwnedFd`), normal or in
+    /// overwrite mode. The descriptor must be read-write (the kernel refuses
+    /// to map a ring for a `BPF_F_RDONLY` one: `EINVAL`), though nothing is
+    /// ever written.
     ///
     /// The descriptor is duplicated. Both mappings are read-only. Unlike a
     /// [`Reader`](crate::Reader), it does not claim the map: a reader of the
