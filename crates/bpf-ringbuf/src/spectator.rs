@@ -263,6 +263,7 @@ impl Spectator {
     /// Errors: [`Error::Closed`] after [`ReaderHandle::close`],
     /// [`Error::Corrupt`] for a header that claims more than was produced,
     /// [`Error::CorruptProducerPosition`] for positions that cannot be.
+    #[inline]
     pub fn try_next(&mut self, buf: &mut Vec<u8>) -> Result<Option<Event>> {
         if self.shared.is_closed() {
             return Err(Error::Closed);
@@ -291,6 +292,7 @@ impl Spectator {
     /// [`try_next`](Self::try_next), skipping gaps (they are in
     /// [`stats`](Self::stats)): the next intact record copied into `buf`,
     /// or `Ok(None)` when there is nothing new. Never blocks.
+    #[inline]
     pub fn try_read_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<Observed>> {
         loop {
             match self.try_next(buf)? {
