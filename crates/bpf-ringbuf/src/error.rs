@@ -154,8 +154,11 @@ pub enum Error {
 
     /// The map's descriptor was opened read-only (`BPF_F_RDONLY`, for
     /// example by `BPF_OBJ_GET` with read-only file flags), so the consumer
-    /// page cannot be mapped writable. Open the map read-write.
-    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); a consumer must write the consumer position, so open the map read-write")]
+    /// page cannot be mapped writable (a consumer), or the kernel maps no
+    /// part of the ring at all (a [`Spectator`](crate::Spectator): a
+    /// read-only descriptor cannot make the shared mapping it needs). Open
+    /// the map read-write.
+    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); the kernel maps a ring buffer only through a read-write descriptor (a consumer writes the consumer position), so open the map read-write")]
     ReadOnlyMap {
         /// The system call that failed.
         call: &'static str,

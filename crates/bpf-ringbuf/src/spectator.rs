@@ -166,15 +166,16 @@ fn start_at(start: Start) -> StartAt {
 impl Spectator {
     /// Opens a spectator of a ring buffer map: a [`RingBuf`], or any `AsFd`
     /// that is one (an aya or libbpf-rs map, a raw `OwnedFd`), normal or in
-    /// overwrite mode. The descriptor must be read-write (the kernel refuses
-    /// to map a ring for a `BPF_F_RDONLY` one: `EINVAL`), though nothing is
-    /// ever written.
+    /// overwrite mode. The descriptor must be read-write, though nothing is
+    /// ever written: the kernel maps no part of a ring for a `BPF_F_RDONLY`
+    /// one ([`Error::ReadOnlyMap`]).
     ///
     /// The descriptor is duplicated. Both mappings are read-only. Unlike a
     /// [`Reader`](crate::Reader), it does not claim the map: a reader of the
     /// same map may live next to it.
     ///
     /// Errors: [`Error::WrongMapType`], [`Error::NotAMap`], [`Error::BadFd`],
+    /// [`Error::ReadOnlyMap`],
     /// [`Error::UnsupportedMapFlags`] for a flag other than overwrite mode
     /// that changes the protocol, [`Error::MisalignedConsumerPosition`], or
     /// the failing call.
@@ -187,7 +188,19 @@ impl Spectator {
         let page = sys::page_size();
         // Read-only, the consumer page included: a spectator never writes
         // consumer_pos.
-        let (consumer, producer) = Mmap::map_ring(fd.as_fd(), page, size, false)?;
+        let (consumer, producer) =
+            Mmap::map_ring(fd.as_fd(), page, size, false).map_err(|e| match e {
+                // A BPF_F_RDONLY descriptor: mmap clears VM_SHARED for a
+                // file not open for writing, and bpf_map_mmap refuses a
+                // mapping that is not shared with EINVAL.
+                Error::Syscall {
+                    call: call @ "mmap(consumer page)",
+                    source,
+                } if source.raw_os_error() == Some(libc::EINVAL) => {
+                    Error::ReadOnlyMap { call, source }
+                }
+                e => e,
+            })?;
         let cur = SpectateCursor::from_kernel_mappings(
             consumer,
             producer,

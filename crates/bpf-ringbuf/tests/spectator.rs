@@ -69,6 +69,19 @@ fn spectator_never_writes_consumer_pos_and_leaves_the_reader_its_records() {
     assert_eq!(n, 1000);
     assert_eq!(s.consumer_position(), s.producer_position());
 
+    // A read-only descriptor cannot be mapped at all (the kernel maps a ring
+    // only through a read-write one): a typed error.
+    let ro = bpf_ringbuf::testing::open_map_read_only(ring.id()).unwrap();
+    assert!(
+        matches!(
+            Spectator::new(&ro, Start::Oldest),
+            Err(Error::ReadOnlyMap {
+                call: "mmap(consumer page)",
+                ..
+            })
+        ),
+        "a read-only descriptor"
+    );
     let mut s2 = Spectator::new(&ring, Start::Oldest).unwrap();
     producer.produce(3).unwrap();
     assert_eq!(drain_seqs(&mut s2), vec![1000, 1001, 1002]);
