@@ -8,6 +8,7 @@ mod raw;
 mod report;
 mod rings;
 mod shards;
+mod spectate;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -1004,7 +1005,7 @@ fn callgrind_table() -> Res<String> {
 }
 
 const USAGE: &str =
-    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,callgrind] [--rounds N] [--warmup N]
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,spectator,callgrind] [--rounds N] [--warmup N]
               [--policy-rounds N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
@@ -1044,6 +1045,7 @@ fn main() -> Res<()> {
             "policies".into(),
             "rings".into(),
             "tokio".into(),
+            "spectator".into(),
             "callgrind".into(),
         ],
     };
@@ -1106,6 +1108,11 @@ fn main() -> Res<()> {
     } else {
         None
     };
+    let sp = if has("spectator") {
+        Some(spectate::run(&o)?)
+    } else {
+        None
+    };
     let cg = if has("callgrind") {
         callgrind_table()?
     } else {
@@ -1126,6 +1133,9 @@ fn main() -> Res<()> {
     }
     if let Some(tk) = &tk {
         md.push_str(&asyncs::render(tk));
+    }
+    if let Some(sp) = &sp {
+        md.push_str(&spectate::render(sp));
     }
     md.push_str(&cg);
     match (arg(&args, "--template"), arg(&args, "--out")) {

@@ -472,19 +472,16 @@ impl Consumer {
 #[cfg(target_os = "linux")]
 fn map_ring(fd: BorrowedFd<'_>, size: usize) -> Result<Cursor> {
     let page = sys::page_size();
-    let consumer = Mmap::map("mmap(consumer page)", fd, page, 0, true).map_err(|e| match e {
+    let (consumer, producer) = Mmap::map_ring(fd, page, size, true).map_err(|e| match e {
         // The descriptor lacks write access: the kernel's
-        // ringbuf_map_mmap_kern refuses a writable mapping of it.
-        Error::PermissionDenied { call, source } => Error::ReadOnlyMap { call, source },
+        // ringbuf_map_mmap_kern refuses a writable mapping of the
+        // consumer page.
+        Error::PermissionDenied {
+            call: call @ "mmap(consumer page)",
+            source,
+        } => Error::ReadOnlyMap { call, source },
         e => e,
     })?;
-    let producer = Mmap::map(
-        "mmap(producer page and data)",
-        fd,
-        page + 2 * size,
-        page,
-        false,
-    )?;
     Ok(Cursor::from_kernel_mappings(
         consumer, producer, page, size,
     )?)

@@ -161,8 +161,11 @@ pub enum Error {
 
     /// The map's descriptor was opened read-only (`BPF_F_RDONLY`, for
     /// example by `BPF_OBJ_GET` with read-only file flags), so the consumer
-    /// page cannot be mapped writable. Open the map read-write.
-    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); a consumer must write the consumer position, so open the map read-write")]
+    /// page cannot be mapped writable (a consumer), or the kernel maps no
+    /// part of the ring at all (a [`Spectator`](crate::Spectator): a
+    /// read-only descriptor cannot make the shared mapping it needs). Open
+    /// the map read-write.
+    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); the kernel maps a ring buffer only through a read-write descriptor (a consumer writes the consumer position), so open the map read-write")]
     ReadOnlyMap {
         /// The system call that failed.
         call: &'static str,
@@ -208,6 +211,18 @@ pub enum Error {
         source: io::Error,
         /// The end of the verifier log.
         log: String,
+    },
+
+    /// A position given to [`Spectator::seek_to`](crate::Spectator::seek_to)
+    /// or [`FlightRecorder::since`](crate::FlightRecorder::since) that cannot
+    /// be a record boundary of the ring: not 8-aligned, or ahead of the
+    /// producer.
+    #[error("position {position} is not a record boundary at or behind the producer position {producer}")]
+    BadPosition {
+        /// The position given.
+        position: u64,
+        /// The producer position when it was checked.
+        producer: u64,
     },
 
     /// An argument this crate cannot accept (a test producer configuration).
@@ -315,7 +330,8 @@ impl From<Error> for io::Error {
             | Error::BadFd { .. }
             | Error::UnsupportedMapFlags { .. }
             | Error::WrongMapLayout { .. }
-            | Error::InvalidPath { .. } => io::ErrorKind::InvalidInput,
+            | Error::InvalidPath { .. }
+            | Error::BadPosition { .. } => io::ErrorKind::InvalidInput,
             #[cfg(feature = "testing")]
             Error::InvalidArgument { .. } => io::ErrorKind::InvalidInput,
             Error::Corrupt { .. }

@@ -95,10 +95,20 @@
 //!
 //! It does not load or attach BPF programs (use aya or libbpf-rs for that and
 //! hand the map's descriptor to [`Reader::new`]), and it does not parse record
-//! payloads. `BPF_F_RB_OVERWRITE` rings (Linux 6.19+) are refused with
-//! [`Error::UnsupportedMapFlags`]: a zero-copy reader cannot read them
-//! safely (their reader comes later). Only 64-bit targets are supported (the
-//! crate refuses to build for others).
+//! payloads. A [`Reader`] refuses `BPF_F_RB_OVERWRITE` rings (Linux 6.19+)
+//! with [`Error::UnsupportedMapFlags`]: a zero-copy reader cannot read them
+//! safely; a [`FlightRecorder`] reads them. Only 64-bit targets are
+//! supported (the crate refuses to build for others).
+//!
+//! # Reads that never consume
+//!
+//! A [`Spectator`] watches a ring without taking its records (it never
+//! writes the consumer position, so an agent's own reader is not disturbed),
+//! and a [`FlightRecorder`] reads overwrite-mode rings: the last records,
+//! everything since a position, or every record as it comes with gaps
+//! in-band. Both copy each record, then check that the producer cannot have
+//! overwritten it meanwhile; see the [`spectator`] module for when to use
+//! which and why the check is sound.
 //!
 //! # The core and the blocking reader
 //!
@@ -133,11 +143,15 @@
 //! `from_fd`, `pin`), [`Consumer`] and [`Reader`] with every read path,
 //! deadlines, [`WakePolicy`] and [`ReaderHandle`], and the `zerocopy`
 //! feature. Descriptors are efW's `fd_t`, in the module `fd` (`AsFd`,
-//! `OwnedFd`, `BorrowedFd`). Linux only: `RingSet`, `LostCounter`, `AsFd`
-//! on `Consumer` and `Reader` (the pollable descriptor), the `tokio` and
-//! `testing` features. The Windows code is compiled and linked in CI
+//! `OwnedFd`, `BorrowedFd`). Linux only: `RingSet`, `Spectator`,
+//! `FlightRecorder`, `LostCounter`, `AsFd` on `Consumer` and `Reader` (the
+//! pollable descriptor), the `tokio` and `testing` features. The Windows code is compiled and linked in CI
 //! (`x86_64-pc-windows-gnu`) but has never run on Windows.
 #![deny(missing_docs)]
+// The docs are written for Linux and link its items (`Spectator`,
+// `FlightRecorder`, ...); built for Windows, where those items do not exist,
+// the links stay plain text instead of failing the build.
+#![cfg_attr(not(target_os = "linux"), allow(rustdoc::broken_intra_doc_links))]
 #![deny(unsafe_code)]
 #![warn(rust_2018_idioms)]
 
@@ -152,6 +166,8 @@ mod reader;
 mod ring;
 #[cfg(target_os = "linux")]
 mod ring_set;
+#[cfg(target_os = "linux")]
+pub mod spectator;
 #[expect(unsafe_code, reason = "raw system calls")]
 mod sys;
 mod wait;
@@ -174,6 +190,10 @@ pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
 #[cfg(target_os = "linux")]
 pub use ring_set::{RingSet, RingSetStats, RoundStats};
+#[cfg(target_os = "linux")]
+pub use spectator::{
+    Entry, Event, FlightRecorder, Gap, Observed, Recorded, Spectator, SpectatorStats, Start,
+};
 /// Windows only: eBPF for Windows' descriptors (`fd_t`), in the shape of
 /// `std::os::fd` (which Windows lacks).
 #[cfg(windows)]

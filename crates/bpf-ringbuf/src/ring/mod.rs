@@ -73,6 +73,10 @@ pub mod abi;
 pub(crate) mod cursor;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod producer;
+// The spectator's public face is Linux-only for now; its ring logic (and its
+// unit tests) is platform-independent, like the cursor's.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub(crate) mod spectate;
 pub(crate) mod sync;
 pub(crate) mod wakeup;
 
@@ -441,4 +445,4 @@ impl RecordPtr {
 #[cfg(test)]
 mod spsc_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
