@@ -39,7 +39,7 @@ pub fn run(o: &Opts) -> Res<SpectateResult> {
         let stride = (size + 8).next_multiple_of(8);
         let n = (RING / stride - 1) as u64;
         let mut prod = Producer::new(&ring, size)?;
-        let mut fill = |prod: &mut Producer| -> Res<crate::Produced> {
+        let fill = |prod: &mut Producer| -> Res<crate::Produced> {
             let p = prod.produce(n)?;
             if p.dropped != 0 || p.expect.count != n {
                 return Err(format!("pre-fill of {n} records dropped {}", p.dropped).into());
