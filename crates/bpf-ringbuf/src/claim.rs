@@ -25,6 +25,11 @@ pub(crate) enum Key {
     /// A `testing::FakeRing`, by a number unique to it in this process.
     #[cfg(feature = "testing")]
     Fake(u64),
+    /// The producer of a user ring buffer map, by its id.
+    Producer(u32),
+    /// The producer of a `testing::FakeUserRing`, by a number unique to it.
+    #[cfg(feature = "testing")]
+    FakeProducer(u64),
 }
 
 impl Key {
@@ -33,6 +38,9 @@ impl Key {
             Key::Map(id) => Error::ConsumerExists { map_id: Some(id) },
             #[cfg(feature = "testing")]
             Key::Fake(_) => Error::ConsumerExists { map_id: None },
+            Key::Producer(id) => Error::ProducerExists { map_id: Some(id) },
+            #[cfg(feature = "testing")]
+            Key::FakeProducer(_) => Error::ProducerExists { map_id: None },
         }
     }
 }

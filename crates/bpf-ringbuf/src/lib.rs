@@ -145,6 +145,7 @@ pub mod testing;
 pub mod tokio;
 #[cfg(feature = "zerocopy")]
 mod typed;
+mod user_ringbuf;
 
 #[cfg(feature = "tokio")]
 pub use crate::tokio::{AsyncBatch, AsyncReader, RecordStream};
@@ -157,6 +158,7 @@ pub use ring::abi;
 pub use ring_set::{RingSet, RingSetStats, RoundStats};
 #[cfg(feature = "zerocopy")]
 pub use typed::{view, view_prefix, view_slice, ExpectedSize, RecordExt};
+pub use user_ringbuf::{ProducerHandle, ProducerStats, Sample, UserRingBuf};
 pub use wait::ReaderHandle;
 
 /// The runtime page size (`sysconf(_SC_PAGESIZE)`). Ring sizes are multiples of it.

@@ -71,7 +71,6 @@
 
 pub mod abi;
 pub(crate) mod cursor;
-#[cfg(any(test, feature = "testing"))]
 pub(crate) mod producer;
 pub(crate) mod sync;
 pub(crate) mod wakeup;
@@ -214,7 +213,6 @@ impl RawRing {
 
     /// The 32-bit word at data offset `pos & mask`, rounded down to 4 bytes:
     /// a header's `len` (or, 4 bytes on, its `pg_off`).
-    #[cfg(any(test, feature = "testing"))]
     #[inline]
     fn header_atomic(&self, pos: usize) -> &AtomicU32 {
         let off = pos & self.mask & !3;

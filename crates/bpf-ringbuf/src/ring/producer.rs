@@ -1,35 +1,49 @@
 //! The producer's half of the protocol, over raw memory: the kernel's
-//! `__bpf_ringbuf_reserve` and `bpf_ringbuf_commit`, step for step.
+//! `__bpf_ringbuf_reserve` and `bpf_ringbuf_commit`, step for step, and
+//! libbpf's `user_ring_buffer__reserve`/`__submit` for a
+//! `BPF_MAP_TYPE_USER_RINGBUF`.
 //!
-//! One copy of the sequence serves the fake ring (`testing::FakeRing`) and the
-//! ring layer's unit tests (over plain memory, under Miri); it is also what a
-//! userspace producer of a `BPF_MAP_TYPE_USER_RINGBUF` does. The loom model
-//! (`tests/loom.rs`) keeps its own tiny copy, so that it stays independent of
-//! the code it checks.
+//! One copy of the sequence serves the fake ring (`testing::FakeRing`), the
+//! ring layer's unit tests (over plain memory, under Miri) and the userspace
+//! producer of a user ring buffer ([`UserProducer`], behind
+//! `crate::UserRingBuf`). The loom model (`tests/loom.rs`) keeps its own tiny
+//! copy, so that it stays independent of the code it checks.
 //!
-//! 1. **Reserve** (under the producer lock, the kernel's `rb->spinlock`):
-//!    refuse when `new_prod - consumer_pos > size - 1` or when the record would
-//!    overrun the oldest uncommitted one (`pending_pos`); write `len | BUSY`
-//!    into the header, then `smp_store_release(&producer_pos)`.
+//! 1. **Reserve** (one reserver at a time: the kernel's `rb->spinlock`, a
+//!    [`Mutex`] in [`RawProducer`], the type system in [`UserProducer`],
+//!    which is not `Sync`): check the free space (the rules differ, see each
+//!    type); write `len | BUSY` into the header, then
+//!    `smp_store_release(&producer_pos)` ([`ProducerMem::publish_reservation`],
+//!    shared by both).
 //! 2. **Fill** the payload: no consumer reads it while BUSY is set.
-//! 3. **Commit**: `xchg(&hdr->len, len [| DISCARD])`, a full barrier, then
-//!    read `consumer_pos`: the consumer is woken only if it equals the
-//!    record's position (see [`wakeup::commit_needs_wakeup`]).
+//! 3. **Commit**: for a kernel ring, `xchg(&hdr->len, len [| DISCARD])`, a
+//!    full barrier, then read `consumer_pos`: the consumer is woken only if
+//!    it equals the record's position (see [`wakeup::commit_needs_wakeup`]).
+//!    For a user ring, a Release store of the header (the kernel drains when
+//!    its program runs; nobody is woken).
 //!
 //! # Safety
 //!
-//! A [`RawProducer`] is built over memory its creator promises is writable
+//! A producer is built over memory its creator promises is writable
 //! (producer page and data) and where it is the only producer. A
 //! [`Reserved`] token is the only way to write payload bytes, it exists once
 //! per reserved record, and it borrows the producer, so two writers never
 //! touch the same bytes. The raw overwrite functions for corruption tests are
 //! `unsafe`: their caller promises that no consumer reads the ring meanwhile.
 
+use std::cell::Cell;
+#[cfg(any(test, feature = "testing"))]
 use std::sync::Mutex;
 
-use super::abi::{header_len, record_stride, BUSY_BIT, DISCARD_BIT, HEADER_SIZE, MAX_RECORD_LEN};
+#[cfg(any(test, feature = "testing"))]
+use super::abi::header_len;
+#[cfg(any(test, feature = "testing"))]
+use super::abi::MAX_RECORD_LEN;
+use super::abi::{record_stride, BUSY_BIT, DISCARD_BIT, HEADER_SIZE};
 use super::sync::{fence, AtomicU32, Ordering};
-use super::{wakeup, RawRing};
+#[cfg(any(test, feature = "testing"))]
+use super::wakeup;
+use super::RawRing;
 
 /// Why a reservation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,38 +53,146 @@ pub(crate) enum ReserveError {
     TooBig,
     /// Not enough free space now (the kernel's NULL, or `ENOSPC`).
     Full,
+    /// The published consumer position is impossible seen from the
+    /// producer's (more than the ring size behind it, ahead of it, or not
+    /// 8-aligned): nothing is reserved.
+    Corrupt {
+        /// The consumer position found.
+        consumer: usize,
+        /// The producer's position.
+        producer: usize,
+    },
 }
 
-/// A producer over a ring's memory.
+/// The memory a producer writes: a ring, and whether its data area's second
+/// copy is separate memory (plain-memory tests), in which case every payload
+/// byte is written to both copies.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProducerMem {
+    ring: RawRing,
+    mirror: bool,
+}
+
+// SAFETY: the pointers target shared memory that outlives the producer
+// (`RawProducer::new` / `UserProducer::new`'s contract) and is not tied to a
+// thread. Positions and headers are accessed only atomically; the one
+// function that must not run concurrently (`publish_reservation`) is
+// `unsafe`, and payload bytes are written only through a `Reserved` (one per
+// record, borrowed mutably to write) or by `unsafe` functions.
+unsafe impl Send for ProducerMem {}
+// SAFETY: as above.
+unsafe impl Sync for ProducerMem {}
+
+/// A producer over a ring's memory, with the kernel's rules for a
+/// `BPF_MAP_TYPE_RINGBUF` (the fake ring, unit tests): reservations from any
+/// thread, serialised by a lock, as `rb->spinlock`.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug)]
 pub(crate) struct RawProducer {
-    ring: RawRing,
-    /// The data area's second copy is separate memory (plain-memory tests):
-    /// every payload byte is written to both copies.
-    mirror: bool,
+    mem: ProducerMem,
     /// The kernel's `rb->spinlock`, guarding `rb->pending_pos`: every record
     /// before it is committed.
     pending: Mutex<usize>,
 }
 
-// SAFETY: the pointers target shared memory that outlives the producer
-// (`new`'s contract) and is not tied to a thread. Positions and headers are
-// accessed only atomically; reservations are serialised by `pending`; payload
-// bytes are written only through a `Reserved` (one per record, borrowed
-// mutably to write) or by the `unsafe` overwrite functions.
-unsafe impl Send for RawProducer {}
-// SAFETY: as above: every `&self` method is safe to call from many threads.
-unsafe impl Sync for RawProducer {}
-
 /// A reserved record: the right to write its payload, and the duty to commit
 /// it. Not `Clone`: one token per record.
 #[derive(Debug)]
 pub(crate) struct Reserved<'p> {
-    producer: &'p RawProducer,
+    mem: &'p ProducerMem,
     pos: usize,
     len: usize,
+    /// The payload was written through [`payload_mut`](Self::payload_mut):
+    /// with a mirrored data area, the second copy is brought up to date at
+    /// the commit.
+    dirty: bool,
 }
 
+impl ProducerMem {
+    /// The `len` word of the header at `pos`.
+    fn header(&self, pos: usize) -> &AtomicU32 {
+        self.ring.header_atomic(pos)
+    }
+
+    /// The `pg_off` word of the header at `pos`.
+    fn pg_off(&self, pos: usize) -> &AtomicU32 {
+        self.ring.header_atomic(pos.wrapping_add(4))
+    }
+
+    /// Step 1 of a reservation, once the space is checked: writes
+    /// `len | BUSY` and `pg_off` into the header at `prod`, then publishes
+    /// `new_prod` as the producer position (Release).
+    ///
+    /// # Safety
+    ///
+    /// The caller is the only one reserving in this memory now, `prod` is
+    /// the current producer position, and `[prod, new_prod)` is free: the
+    /// consumer is done with it and no [`Reserved`] covers it.
+    #[inline(always)]
+    unsafe fn publish_reservation(&self, prod: usize, new_prod: usize, len: usize, pg_off: u32) {
+        // Relaxed: published by the Release store of producer_pos below.
+        self.header(prod)
+            .store(len as u32 | BUSY_BIT, Ordering::Relaxed);
+        self.pg_off(prod).store(pg_off, Ordering::Relaxed);
+        // Release: as smp_store_release(&rb->producer_pos) in
+        // __bpf_ringbuf_reserve, and in libbpf's user_ring_buffer__reserve;
+        // pairs with the consumer's Acquire load (RawRing::load_producer, the
+        // kernel's smp_load_acquire(&rb->producer_pos) in
+        // __bpf_user_ringbuf_peek), so the BUSY header is visible with it.
+        self.ring
+            .producer_atomic()
+            .store(new_prod, Ordering::Release);
+    }
+
+    /// Copies `bytes` to the data area at `pos` (modulo the size), wrapping
+    /// seamlessly, in both copies when mirrored.
+    ///
+    /// # Safety
+    ///
+    /// `bytes.len() <= size`, and no one else reads or writes these bytes
+    /// meanwhile: they belong to a record this producer reserved and has not
+    /// committed, or no consumer or other writer uses the ring.
+    #[cfg(any(test, feature = "testing"))]
+    unsafe fn write_raw(&self, pos: usize, bytes: &[u8]) {
+        let size = self.ring.size();
+        debug_assert!(bytes.len() <= size);
+        let off = pos & self.ring.mask;
+        let data = self.ring.data.as_ptr();
+        // SAFETY: `off < size` and `bytes.len() <= size`, so the range lies in
+        // the `2 * size` bytes of the data area; `bytes` is other memory. The
+        // caller promises that nobody else accesses the range.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(off), bytes.len()) };
+        if self.mirror {
+            // SAFETY: the range just written, as above.
+            unsafe { self.mirror_range(off, bytes.len()) };
+        }
+    }
+
+    /// With a mirrored data area: copies the `len` bytes at data offset
+    /// `off` (< size) of the first copy's view to where the other copy holds
+    /// them (the part before the end to the second half, the part past the
+    /// end to the start).
+    ///
+    /// # Safety
+    ///
+    /// `off < size`, `len <= size`, and nobody else accesses these bytes in
+    /// either copy meanwhile.
+    unsafe fn mirror_range(&self, off: usize, len: usize) {
+        let size = self.ring.size();
+        let data = self.ring.data.as_ptr();
+        let first = len.min(size - off);
+        // SAFETY: `[off, off + first)` and `[off + size, off + size + first)`
+        // lie in the `2 * size` bytes and are disjoint (size apart);
+        // `[size, size + len - first)` and `[0, len - first)` too, with
+        // `len - first <= off < size`. The caller's promise covers the rest.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.add(off), data.add(off + size), first);
+            std::ptr::copy_nonoverlapping(data.add(size), data, len - first);
+        }
+    }
+}
+
+#[cfg(any(test, feature = "testing"))]
 impl RawProducer {
     /// # Safety
     ///
@@ -83,15 +205,14 @@ impl RawProducer {
         // Relaxed: the creator owns the memory; no producer runs yet.
         let start = ring.producer_atomic().load(Ordering::Relaxed);
         RawProducer {
-            ring,
-            mirror,
+            mem: ProducerMem { ring, mirror },
             pending: Mutex::new(start),
         }
     }
 
     /// The ring the producer writes.
     pub(crate) fn ring(&self) -> &RawRing {
-        &self.ring
+        &self.mem.ring
     }
 
     /// Reserves a record of `len` payload bytes, as `__bpf_ringbuf_reserve`.
@@ -100,7 +221,7 @@ impl RawProducer {
             return Err(ReserveError::TooBig);
         }
         let stride = record_stride(len);
-        let mask = self.ring.mask;
+        let mask = self.mem.ring.mask;
         if stride > mask {
             return Err(ReserveError::TooBig);
         }
@@ -108,15 +229,15 @@ impl RawProducer {
         // to a producer, as for a user ring buffer): pairs with the
         // consumer's Release store of consumer_pos (RawRing::publish); the
         // consumer is done with every byte before it.
-        let cons = self.ring.consumer_atomic().load(Ordering::Relaxed);
+        let cons = self.mem.ring.consumer_atomic().load(Ordering::Relaxed);
         fence(Ordering::Acquire);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         // Relaxed: only the holder of this lock writes producer_pos.
-        let prod = self.ring.producer_atomic().load(Ordering::Relaxed);
+        let prod = self.mem.ring.producer_atomic().load(Ordering::Relaxed);
         // Advance past committed records, as the kernel does with pending_pos.
         while *pending != prod {
             // Acquire: pairs with the commit swap of that header.
-            let hdr = self.header(*pending).load(Ordering::Acquire);
+            let hdr = self.mem.header(*pending).load(Ordering::Acquire);
             if hdr & BUSY_BIT != 0 {
                 break;
             }
@@ -126,68 +247,20 @@ impl RawProducer {
         if new_prod.wrapping_sub(cons) > mask || new_prod.wrapping_sub(*pending) > mask {
             return Err(ReserveError::Full);
         }
-        // Relaxed: published by the Release store of producer_pos below.
-        self.header(prod)
-            .store(len as u32 | BUSY_BIT, Ordering::Relaxed);
         // The page offset of the header, for the kernel only (pg_off).
-        self.pg_off(prod).store(
-            ((prod & mask) / crate::sys::page_size() + 2) as u32,
-            Ordering::Relaxed,
-        );
-        // Release: as smp_store_release(&rb->producer_pos) in
-        // __bpf_ringbuf_reserve; pairs with the consumer's Acquire load
-        // (RawRing::load_producer), so the BUSY header is visible with it.
-        self.ring
-            .producer_atomic()
-            .store(new_prod, Ordering::Release);
+        let pg_off = ((prod & mask) / crate::sys::page_size() + 2) as u32;
+        // SAFETY: we hold the lock (the only reserver); `prod` is the
+        // producer position (only lock holders write it); the space up to
+        // `new_prod` is free by the two checks above.
+        unsafe { self.mem.publish_reservation(prod, new_prod, len, pg_off) };
         drop(pending);
         Ok(Reserved {
-            producer: self,
+            mem: &self.mem,
             pos: prod,
             len,
+            dirty: false,
         })
     }
-
-    /// The `len` word of the header at `pos`.
-    fn header(&self, pos: usize) -> &AtomicU32 {
-        self.ring.header_atomic(pos)
-    }
-
-    /// The `pg_off` word of the header at `pos`.
-    fn pg_off(&self, pos: usize) -> &AtomicU32 {
-        self.ring.header_atomic(pos.wrapping_add(4))
-    }
-
-    /// Copies `bytes` to the data area at `pos` (modulo the size), wrapping
-    /// seamlessly, in both copies when mirrored.
-    ///
-    /// # Safety
-    ///
-    /// `bytes.len() <= size`, and no one else reads or writes these bytes
-    /// meanwhile: they belong to a record this producer reserved and has not
-    /// committed, or no consumer or other writer uses the ring.
-    unsafe fn write_raw(&self, pos: usize, bytes: &[u8]) {
-        let size = self.ring.size();
-        debug_assert!(bytes.len() <= size);
-        let off = pos & self.ring.mask;
-        let data = self.ring.data.as_ptr();
-        // SAFETY: `off < size` and `bytes.len() <= size`, so the range lies in
-        // the `2 * size` bytes of the data area; `bytes` is other memory. The
-        // caller promises that nobody else accesses the range.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(off), bytes.len()) };
-        if self.mirror {
-            // Keep the two halves equal: the part written past the end goes to
-            // the start too, the part before the end to the second half.
-            let first = bytes.len().min(size - off);
-            // SAFETY: `off + size + first <= 2 * size`, and
-            // `bytes.len() - first <= off` bytes at the start; as above.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(off + size), first);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
-            }
-        }
-    }
-
     /// **Corruption:** overwrites the `len` word of the header at `pos`
     /// (rounded down to 8) with any value.
     ///
@@ -197,7 +270,8 @@ impl RawProducer {
     /// the word).
     pub(crate) unsafe fn overwrite_header(&self, pos: usize, word: u32) {
         // SeqCst swap, like a commit: the bytes written before are visible.
-        self.header(pos & !(HEADER_SIZE - 1))
+        self.mem
+            .header(pos & !(HEADER_SIZE - 1))
             .swap(word, Ordering::SeqCst);
     }
 
@@ -209,9 +283,9 @@ impl RawProducer {
     /// No consumer of this memory exists, and no [`Reserved`] of this
     /// producer is alive (its owner may be writing the same bytes).
     pub(crate) unsafe fn overwrite_data(&self, pos: usize, bytes: &[u8]) {
-        let n = bytes.len().min(self.ring.size());
+        let n = bytes.len().min(self.mem.ring.size());
         // SAFETY: `n <= size`; the caller's promise covers the rest.
-        unsafe { self.write_raw(pos, &bytes[..n]) }
+        unsafe { self.mem.write_raw(pos, &bytes[..n]) }
     }
 
     /// **Setup or corruption:** stores any value as `producer_pos`, and
@@ -227,7 +301,10 @@ impl RawProducer {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         *pending = pos;
         // Release: as in `reserve`.
-        self.ring.producer_atomic().store(pos, Ordering::Release);
+        self.mem
+            .ring
+            .producer_atomic()
+            .store(pos, Ordering::Release);
     }
 
     /// **Setup or corruption:** stores any value as `consumer_pos`.
@@ -237,16 +314,16 @@ impl RawProducer {
     /// As [`set_producer_position`](Self::set_producer_position).
     #[cfg(feature = "testing")]
     pub(crate) unsafe fn set_consumer_position(&self, pos: usize) {
-        self.ring.publish(pos);
+        self.mem.ring.publish(pos);
     }
 
     /// Copies data bytes at `pos` (modulo the size) into `out`, at most the
     /// ring size, through atomic byte loads: allowed to race with a writer.
     #[cfg(feature = "testing")]
     pub(crate) fn read_data(&self, pos: usize, out: &mut [u8]) {
-        let n = out.len().min(self.ring.size());
+        let n = out.len().min(self.mem.ring.size());
         for (i, b) in out[..n].iter_mut().enumerate() {
-            *b = self.ring.data_byte(pos.wrapping_add(i));
+            *b = self.mem.ring.data_byte(pos.wrapping_add(i));
         }
     }
 }
@@ -258,13 +335,14 @@ impl Reserved<'_> {
     }
 
     /// The payload length.
-    #[cfg(feature = "testing")]
+    #[inline(always)]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
     /// Writes `bytes` at `offset` in the payload; `false` (and nothing
     /// written) if that runs past the record's end.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn write(&mut self, offset: usize, bytes: &[u8]) -> bool {
         if offset
             .checked_add(bytes.len())
@@ -274,30 +352,281 @@ impl Reserved<'_> {
         }
         // SAFETY: inside this record's payload (checked above; the record's
         // stride is at most the size, checked by `reserve`). The record is
-        // BUSY, so no consumer reads it before the commit swap, and this
-        // token is its only writer (`&mut self`).
+        // BUSY, so no consumer reads it before the commit, and this token is
+        // its only writer (`&mut self`).
         unsafe {
-            self.producer
+            self.mem
                 .write_raw(self.pos.wrapping_add(HEADER_SIZE + offset), bytes)
         };
         true
     }
 
+    /// The payload, in place: `len` bytes, contiguous thanks to the double
+    /// mapping of the data area (in a mirrored one, the first copy's view,
+    /// copied to the second at the commit). Its bytes are whatever the ring
+    /// held there before (earlier records), not zeros.
+    #[inline(always)]
+    pub(crate) fn payload_mut(&mut self) -> &mut [u8] {
+        self.dirty = self.mem.mirror;
+        let off = self.pos.wrapping_add(HEADER_SIZE) & self.mem.ring.mask;
+        // SAFETY: `off < size` and `len <= size - 8` (the reservation checked
+        // `record_stride(len) <= size`), so `[off, off + len)` lies in the
+        // `2 * size` bytes of the data area, which are mapped (the producer's
+        // contract) and initialised (mapped file pages). The record is BUSY
+        // from its reservation until `commit`/`submit` consume this token, so
+        // no consumer reads these bytes and no other record covers them (at
+        // most `size` bytes are outstanding, all distinct positions); the
+        // slice borrows this token mutably, so it is the only access until
+        // then.
+        unsafe { std::slice::from_raw_parts_mut(self.mem.ring.data.as_ptr().add(off), self.len) }
+    }
+
+    /// The payload, in place, for reading back what was written (see
+    /// [`payload_mut`](Self::payload_mut)).
+    #[inline(always)]
+    pub(crate) fn payload(&self) -> &[u8] {
+        let off = self.pos.wrapping_add(HEADER_SIZE) & self.mem.ring.mask;
+        // SAFETY: as in `payload_mut`; the slice borrows this token shared,
+        // so no mutable slice of it is alive meanwhile.
+        unsafe { std::slice::from_raw_parts(self.mem.ring.data.as_ptr().add(off), self.len) }
+    }
+
+    /// Brings a mirrored data area's second copy up to date with bytes
+    /// written through [`payload_mut`](Self::payload_mut).
+    #[inline(always)]
+    fn sync_mirror(&self) {
+        if self.dirty {
+            let off = self.pos.wrapping_add(HEADER_SIZE) & self.mem.ring.mask;
+            // SAFETY: this record's payload (`off < size`, `len <= size - 8`),
+            // still BUSY and written only through this token.
+            unsafe { self.mem.mirror_range(off, self.len) };
+        }
+    }
+
+    /// The header word that ends the reservation.
+    #[inline(always)]
+    fn final_word(&self, discard: bool) -> u32 {
+        if discard {
+            self.len as u32 | DISCARD_BIT
+        } else {
+            self.len as u32
+        }
+    }
+
     /// Commits the record (or discards it), as `bpf_ringbuf_commit`: the
     /// header's exchange, then the wakeup decision. Returns whether the
     /// consumer had caught up (the kernel would wake it).
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn commit(self, discard: bool) -> bool {
-        let mut word = self.len as u32;
-        if discard {
-            word |= DISCARD_BIT;
-        }
-        let p = self.producer;
-        wakeup::commit_needs_wakeup(p.header(self.pos), word, p.ring.consumer_atomic(), self.pos)
+        self.sync_mirror();
+        let word = self.final_word(discard);
+        let m = self.mem;
+        wakeup::commit_needs_wakeup(m.header(self.pos), word, m.ring.consumer_atomic(), self.pos)
+    }
+
+    /// Commits a sample of a user ring buffer (or discards it), as libbpf's
+    /// `user_ringbuf_commit`: clears BUSY (and sets DISCARD) in the header.
+    /// No wakeup: the kernel's program drains when it runs.
+    #[inline(always)]
+    pub(crate) fn submit_user(self, discard: bool) {
+        self.sync_mirror();
+        let word = self.final_word(discard);
+        // Release: pairs with the kernel's smp_load_acquire(hdr) in
+        // __bpf_user_ringbuf_peek, so the sample's bytes are visible with the
+        // cleared BUSY bit. (libbpf uses an AcqRel exchange; only this token
+        // writes the header while BUSY, and the kernel never writes it, so a
+        // store is the same protocol without the locked instruction.)
+        self.mem.header(self.pos).store(word, Ordering::Release);
     }
 
     /// Leaves the record BUSY forever (a stuck producer); returns its position.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn leak(self) -> usize {
         self.pos
+    }
+}
+
+/// The producer of a `BPF_MAP_TYPE_USER_RINGBUF`, with libbpf's rules
+/// (`user_ring_buffer__reserve`): the whole data area may be outstanding
+/// (`producer_pos - consumer_pos <= size`, as the kernel's drain accepts),
+/// a record larger than the ring or than a dynptr can describe is refused
+/// for good, and the consumer (the kernel's `bpf_user_ringbuf_drain`) never
+/// passes a BUSY record, so no `pending_pos` is needed.
+///
+/// Not `Sync` (its position is a [`Cell`]): one thread reserves at a time,
+/// as the kernel's protocol requires, with no lock. Samples may be
+/// outstanding in any number and committed in any order.
+#[derive(Debug)]
+pub(crate) struct UserProducer {
+    mem: ProducerMem,
+    /// The producer position: only this producer writes it.
+    prod: Cell<usize>,
+    /// Keeps the memory mapped; dropped after everything above.
+    _owner: Box<dyn Send + std::fmt::Debug>,
+}
+
+/// The two kernel mappings a [`UserProducer`] owns.
+#[derive(Debug)]
+struct UserMappings {
+    _consumer: crate::sys::mmap::Mmap,
+    _producer: crate::sys::mmap::Mmap,
+}
+
+impl UserProducer {
+    /// # Safety
+    ///
+    /// As [`RawProducer::new`]: `ring` was built with [`RawRing::new`]'s
+    /// promises, its producer word and data area are writable and stay
+    /// mapped while `owner` lives, and nothing else produces into this
+    /// memory.
+    unsafe fn new(
+        ring: RawRing,
+        mirror: bool,
+        owner: Box<dyn Send + std::fmt::Debug>,
+    ) -> UserProducer {
+        // Relaxed: only a producer writes producer_pos, and we are the only
+        // one from now on (an earlier one, if any, is gone: its stores are
+        // ordered before ours by whatever handed us the map).
+        let start = ring.producer_atomic().load(Ordering::Relaxed);
+        UserProducer {
+            mem: ProducerMem { ring, mirror },
+            prod: Cell::new(start),
+            _owner: owner,
+        }
+    }
+
+    /// The producer of a user ring buffer of `size` data bytes over its two
+    /// kernel mappings ([`crate::sys::mmap::map_user_ring`]), which it takes
+    /// and keeps. Its caller holds the map's producer claim (one producer
+    /// per map in this process; another process producing into the same
+    /// map is a documented precondition, as for consumers).
+    pub(crate) fn from_kernel_mappings(
+        consumer: crate::sys::mmap::Mmap,
+        producer: crate::sys::mmap::Mmap,
+        size: usize,
+    ) -> UserProducer {
+        let page = crate::sys::page_size();
+        // SAFETY: `map_user_ring`'s layout for a map of `size` bytes
+        // (asserted by `from_kernel`), with the producer page and data
+        // mapped writable.
+        let ring = unsafe { RawRing::from_kernel(&consumer, &producer, page, size) };
+        let owner = Box::new(UserMappings {
+            _consumer: consumer,
+            _producer: producer,
+        });
+        // SAFETY: writable producer word and data (above); `owner` keeps the
+        // mappings alive as long as the producer; the only producer (the
+        // caller's claim).
+        unsafe { UserProducer::new(ring, false, owner) }
+    }
+
+    /// The producer of a fake user ring (a memfd double mapping), sharing
+    /// the memory. Its caller holds the fake ring's producer claim.
+    #[cfg(feature = "testing")]
+    pub(crate) fn from_memfd(mem: std::sync::Arc<crate::sys::mmap::MemfdRing>) -> UserProducer {
+        // SAFETY: `mem` moves into the producer below, so it outlives `ring`.
+        let ring = unsafe { RawRing::from_memfd(&mem) };
+        // SAFETY: a memfd ring is all writable and double mapped; `mem`
+        // keeps it mapped; the only producer (the caller's claim).
+        unsafe { UserProducer::new(ring, false, Box::new(mem)) }
+    }
+
+    /// The consumer's cursor over a fake user ring's memory (the fake
+    /// kernel drain), keeping the memory mapped as long as it lives.
+    #[cfg(feature = "testing")]
+    pub(crate) fn memfd_cursor(
+        mem: &std::sync::Arc<crate::sys::mmap::MemfdRing>,
+    ) -> Result<super::cursor::Cursor, super::cursor::Corruption> {
+        // SAFETY: the memfd ring's layout; the `Arc` clone moves into the
+        // cursor, so the memory outlives it.
+        let ring = unsafe { RawRing::from_memfd(mem) };
+        // SAFETY: the box owns the memory `ring` points into.
+        unsafe { super::cursor::Cursor::new(ring, Box::new(std::sync::Arc::clone(mem))) }
+    }
+
+    /// A producer over plain memory with a mirrored data area (unit tests,
+    /// Miri).
+    ///
+    /// # Safety
+    ///
+    /// As [`RawProducer::new`] with `mirror`.
+    #[cfg(test)]
+    pub(crate) unsafe fn over_plain_memory(ring: RawRing) -> UserProducer {
+        // SAFETY: the caller's promise.
+        unsafe { UserProducer::new(ring, true, Box::new(())) }
+    }
+
+    /// The ring the producer writes.
+    pub(crate) fn ring(&self) -> &RawRing {
+        &self.mem.ring
+    }
+
+    /// The producer position (every reservation so far).
+    pub(crate) fn position(&self) -> usize {
+        self.prod.get()
+    }
+
+    /// The largest payload that can ever be reserved in a ring of `size`
+    /// bytes: a record of `size` bytes, header included, and at most
+    /// [`abi::USER_RINGBUF_MAX_SAMPLE`](super::abi::USER_RINGBUF_MAX_SAMPLE).
+    pub(crate) fn max_sample(size: usize) -> usize {
+        (size - HEADER_SIZE).min(super::abi::USER_RINGBUF_MAX_SAMPLE)
+    }
+
+    /// The bytes free now (`size - (producer_pos - consumer_pos)`), or the
+    /// impossible consumer position.
+    #[inline(always)]
+    pub(crate) fn free(&self) -> Result<usize, ReserveError> {
+        let size = self.mem.ring.size();
+        let prod = self.prod.get();
+        // Relaxed + Acquire fence (the consumer page is mapped read-only):
+        // pairs with the kernel's smp_store_release(&rb->consumer_pos) in
+        // __bpf_user_ringbuf_sample_release (and in __bpf_user_ringbuf_peek
+        // for a discarded sample): the kernel is done with every byte before
+        // it.
+        let cons = self.mem.ring.consumer_atomic().load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        let used = prod.wrapping_sub(cons);
+        if used > size || used % HEADER_SIZE != 0 {
+            return Err(ReserveError::Corrupt {
+                consumer: cons,
+                producer: prod,
+            });
+        }
+        Ok(size - used)
+    }
+
+    /// Reserves a sample of `len` payload bytes, as
+    /// `user_ring_buffer__reserve`.
+    #[inline(always)]
+    pub(crate) fn reserve(&self, len: usize) -> Result<Reserved<'_>, ReserveError> {
+        let size = self.mem.ring.size();
+        if len > super::abi::USER_RINGBUF_MAX_SAMPLE {
+            return Err(ReserveError::TooBig);
+        }
+        let stride = record_stride(len);
+        if stride > size {
+            return Err(ReserveError::TooBig);
+        }
+        if stride > self.free()? {
+            return Err(ReserveError::Full);
+        }
+        let prod = self.prod.get();
+        let new_prod = prod.wrapping_add(stride);
+        // SAFETY: the only reserver: `self` is not `Sync` and this function
+        // does not re-enter; `prod` is the producer position (only we write
+        // it); `[prod, new_prod)` is free: at most `size` bytes are between
+        // the consumer position and `new_prod` (checked above), and the
+        // kernel's drain never moves the consumer position past a BUSY
+        // record, so no earlier reservation overlaps.
+        unsafe { self.mem.publish_reservation(prod, new_prod, len, 0) };
+        self.prod.set(new_prod);
+        Ok(Reserved {
+            mem: &self.mem,
+            pos: prod,
+            len,
+            dirty: false,
+        })
     }
 }
 
@@ -363,7 +692,7 @@ impl MemfdProducer {
         drop(n);
         // SAFETY: `share` owns an `Arc` of the memory `raw.ring` points into.
         // (On error it drops, and gives its count back.)
-        unsafe { super::cursor::Cursor::new(self.raw.ring, share) }
+        unsafe { super::cursor::Cursor::new(*self.raw.ring(), share) }
     }
 
     /// Runs a corruption `f` while no cursor over this memory is alive,
@@ -407,7 +736,7 @@ impl MemfdProducer {
     /// A watcher of the positions that does not keep the memory mapped.
     pub(crate) fn watch(&self) -> PositionWatch {
         PositionWatch {
-            ring: self.raw.ring,
+            ring: *self.raw.ring(),
             mem: std::sync::Arc::downgrade(&self.mem),
         }
     }

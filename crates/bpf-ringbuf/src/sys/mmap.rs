@@ -138,6 +138,25 @@ impl Drop for Mmap {
     }
 }
 
+/// Maps a `BPF_MAP_TYPE_USER_RINGBUF` of `size` data bytes as its producer
+/// must (the kernel's `ringbuf_map_mmap_user` refuses a writable consumer
+/// page): the consumer page read-only (file offset 0, one page), then the
+/// producer page and the data pages, mapped twice by the kernel, read-write
+/// (file offset one page, `page + 2 * size` bytes), as libbpf's
+/// `user_ringbuf_map`. Returns `(consumer, producer)`.
+pub(crate) fn map_user_ring(fd: BorrowedFd<'_>, size: usize) -> Result<(Mmap, Mmap), Error> {
+    let page = super::page_size();
+    let consumer = Mmap::map("mmap(user ring consumer page)", fd, page, 0, false)?;
+    let producer = Mmap::map(
+        "mmap(user ring producer page and data)",
+        fd,
+        page + 2 * size,
+        page,
+        true,
+    )?;
+    Ok((consumer, producer))
+}
+
 /// A ring buffer's memory in the kernel's layout, from a memfd (for the fake
 /// ring): one `PROT_NONE` reservation of `2 * page + 2 * size` bytes filled
 /// with three `MAP_FIXED` shared mappings of one memfd, so the data pages
