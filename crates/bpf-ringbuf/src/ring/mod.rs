@@ -412,3 +412,5 @@ impl RecordPtr {
 mod spsc_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod user_tests;

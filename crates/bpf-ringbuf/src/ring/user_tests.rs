@@ -1,0 +1,188 @@
+//! Unit tests of the user ring buffer's producer ([`UserProducer`]) over
+//! plain memory (Miri-friendly): libbpf's space rules, in-place payloads
+//! across the wrap (the mirrored second copy kept equal), commits in any
+//! order, and an impossible consumer position.
+
+use super::producer::{ReserveError, UserProducer};
+use super::*;
+use std::cell::UnsafeCell;
+use std::rc::Rc;
+
+/// Plain memory in the kernel's layout, the data area's halves distinct.
+struct Mem {
+    /// Declared first: it points into the cells below.
+    producer: UserProducer,
+    // `Rc`, not `Box`: see `ring/tests.rs`.
+    _cons: Rc<UnsafeCell<usize>>,
+    _prod: Rc<UnsafeCell<usize>>,
+    data: Rc<[UnsafeCell<u64>]>,
+    size: usize,
+}
+
+impl Mem {
+    fn new(size: usize) -> Mem {
+        let cons = Rc::new(UnsafeCell::new(0));
+        let prod = Rc::new(UnsafeCell::new(0));
+        let data: Rc<[UnsafeCell<u64>]> = (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect();
+        // SAFETY: the cells live in `Mem` as long as the producer (declared
+        // before them, so dropped first); the data area is 2*size bytes,
+        // 8-aligned, writable, its halves distinct (mirrored by the
+        // producer). Nothing else produces into it.
+        let producer = unsafe {
+            let ring = RawRing::new(
+                NonNull::new(cons.get()).unwrap(),
+                NonNull::new(prod.get()).unwrap(),
+                NonNull::new(UnsafeCell::raw_get(data.as_ptr()).cast::<u8>()).unwrap(),
+                size,
+            );
+            UserProducer::over_plain_memory(ring)
+        };
+        Mem {
+            producer,
+            _cons: cons,
+            _prod: prod,
+            data,
+            size,
+        }
+    }
+
+    fn ring(&self) -> RawRing {
+        *self.producer.ring()
+    }
+
+    /// Data byte `i` of the `2 * size` bytes (both copies).
+    fn byte(&self, i: usize) -> u8 {
+        // SAFETY: in bounds; no record slice is alive while tests look.
+        unsafe { *UnsafeCell::raw_get(self.data.as_ptr()).cast::<u8>().add(i) }
+    }
+
+    /// The kernel's drain: every committed record at the consumer position
+    /// (skipping discards), stopping at BUSY; publishes the new position.
+    fn drain(&self) -> Vec<Vec<u8>> {
+        let r = self.ring();
+        let prod = r.load_producer();
+        let mut pos = r.load_consumer();
+        let mut out = Vec::new();
+        while pos != prod {
+            match r.peek(pos, prod) {
+                Peek::Record { len, next } => {
+                    // SAFETY: a committed record, copied before publishing.
+                    out.push(unsafe { r.record(pos, len) }.to_vec());
+                    pos = next;
+                }
+                Peek::Discard { next } => pos = next,
+                Peek::Busy => break,
+                Peek::Corrupt { .. } => panic!("corrupt at {pos}"),
+            }
+        }
+        r.publish(pos);
+        out
+    }
+}
+
+#[test]
+fn whole_ring_may_be_outstanding() {
+    let m = Mem::new(64);
+    // libbpf's rule: a record up to the ring size, header included.
+    assert_eq!(UserProducer::max_sample(64), 56);
+    assert_eq!(m.producer.reserve(57).unwrap_err(), ReserveError::TooBig);
+    assert_eq!(
+        m.producer.reserve(usize::MAX).unwrap_err(),
+        ReserveError::TooBig
+    );
+    assert_eq!(
+        m.producer
+            .reserve(abi::USER_RINGBUF_MAX_SAMPLE + 1)
+            .unwrap_err(),
+        ReserveError::TooBig
+    );
+    let mut a = m.producer.reserve(56).unwrap();
+    a.payload_mut().fill(9);
+    assert_eq!(m.producer.free(), Ok(0));
+    assert_eq!(m.producer.reserve(0).unwrap_err(), ReserveError::Full);
+    a.submit_user(false);
+    assert_eq!(m.drain(), vec![vec![9; 56]]);
+    assert_eq!(m.producer.free(), Ok(64));
+    // Exactly the free space fits.
+    let b = m.producer.reserve(24).unwrap(); // stride 32
+    let c = m.producer.reserve(24).unwrap(); // stride 32: the ring is full
+    assert_eq!(m.producer.free(), Ok(0));
+    c.submit_user(true);
+    b.submit_user(false);
+    assert_eq!(m.drain().len(), 1);
+}
+
+#[test]
+fn payloads_wrap_in_place_and_mirror() {
+    let m = Mem::new(64);
+    for round in 0..20u8 {
+        // Strides 24, 16, 16 (56 of 64): the head moves around the ring, and some
+        // payloads run past the end of the first copy.
+        for len in [13, 4, 1] {
+            let mut s = m.producer.reserve(len).unwrap();
+            let pos = s.position();
+            for (i, b) in s.payload_mut().iter_mut().enumerate() {
+                *b = round.wrapping_mul(31).wrapping_add(i as u8);
+            }
+            assert_eq!(s.payload().len(), len);
+            s.submit_user(false);
+            // Both copies agree byte for byte.
+            for i in 0..len {
+                let off = (pos + 8 + i) & (m.size - 1);
+                assert_eq!(
+                    m.byte(off),
+                    m.byte(off + m.size),
+                    "round {round} len {len} byte {i}"
+                );
+            }
+        }
+        let got = m.drain();
+        let want: Vec<Vec<u8>> = [13usize, 4, 1]
+            .iter()
+            .map(|&len| {
+                (0..len)
+                    .map(|i| round.wrapping_mul(31).wrapping_add(i as u8))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(got, want, "round {round}");
+    }
+    assert!(m.producer.position() > 15 * 64, "wrapped many times");
+}
+
+#[test]
+fn commits_in_any_order_stop_at_busy() {
+    let m = Mem::new(128);
+    let mut a = m.producer.reserve(4).unwrap();
+    let mut b = m.producer.reserve(4).unwrap();
+    let mut c = m.producer.reserve(4).unwrap();
+    c.payload_mut().copy_from_slice(b"cccc");
+    c.submit_user(false);
+    b.payload_mut().copy_from_slice(b"bbbb");
+    b.submit_user(true);
+    assert!(m.drain().is_empty(), "a is BUSY");
+    a.payload_mut().copy_from_slice(b"aaaa");
+    a.submit_user(false);
+    assert_eq!(m.drain(), vec![b"aaaa".to_vec(), b"cccc".to_vec()]);
+}
+
+#[test]
+fn impossible_consumer_position_is_refused() {
+    let m = Mem::new(64);
+    m.producer.reserve(8).unwrap().submit_user(false);
+    // Ahead of the producer, then misaligned: nothing is reserved.
+    m.ring().publish(64);
+    assert_eq!(
+        m.producer.reserve(0).unwrap_err(),
+        ReserveError::Corrupt {
+            consumer: 64,
+            producer: 16
+        }
+    );
+    m.ring().publish(4);
+    assert!(matches!(
+        m.producer.reserve(0),
+        Err(ReserveError::Corrupt { .. })
+    ));
+    assert_eq!(m.producer.position(), 16);
+}
