@@ -148,7 +148,7 @@ mod typed;
 mod user_ringbuf;
 
 #[cfg(feature = "tokio")]
-pub use crate::tokio::{AsyncBatch, AsyncReader, RecordStream};
+pub use crate::tokio::{AsyncBatch, AsyncReader, AsyncUserRingBuf, RecordStream};
 pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, StopReason};
 pub use error::{Error, Result};
 pub use lost::{LostCounter, LostEvents};

@@ -339,6 +339,25 @@ impl UserRingBuf {
         waiter.sleep(&self.shared, deadline).map(drop)
     }
 
+    /// Whether the descriptor reports room as writable (`EPOLLOUT`, a map)
+    /// rather than readable (a fake ring's eventfd).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn wakes_writable(&self) -> bool {
+        self.wake_events & libc::EPOLLOUT as u32 != 0
+    }
+
+    /// The close flag and the eventfd [`ProducerHandle::close`] writes.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn shared(&self) -> Arc<Shared> {
+        Arc::clone(&self.shared)
+    }
+
+    /// Counts a wait for room (an async reserve's).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn count_full_wait(&self) {
+        bump(&self.stats.full_waits, 1);
+    }
+
     /// The error for a refused reservation of `len` bytes (counting it).
     #[cold]
     fn error(&self, e: ReserveError, len: usize) -> Error {
