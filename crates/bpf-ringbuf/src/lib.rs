@@ -91,6 +91,16 @@
 //! count records, discards, commits, sleeps, wakeups, BUSY stalls and the
 //! ring's fill high-water mark.
 //!
+//! # The other direction
+//!
+//! [`UserRingBuf`] produces into a `BPF_MAP_TYPE_USER_RINGBUF`, which a BPF
+//! program drains with `bpf_user_ringbuf_drain()`: samples are reserved and
+//! written in place ([`Sample`] derefs to `&mut [u8]`), then submitted or
+//! discarded, several at a time and in any order. It is `Send` but not
+//! `Sync` (one reserving thread, as the kernel requires), and
+//! [`Error::SampleTooLarge`] (never fits) is told apart from
+//! [`Error::RingFull`] (retry; [`UserRingBuf::reserve_blocking`] waits).
+//!
 //! # What this crate does not do
 //!
 //! It does not load or attach BPF programs (use aya or libbpf-rs for that and
