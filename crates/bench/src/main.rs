@@ -7,6 +7,7 @@ mod policies;
 mod raw;
 mod report;
 mod rings;
+mod user_ring;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -1003,7 +1004,7 @@ fn callgrind_table() -> Res<String> {
 }
 
 const USAGE: &str =
-    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,callgrind] [--rounds N] [--warmup N]
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,producer,callgrind] [--rounds N] [--warmup N]
               [--policy-rounds N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
@@ -1043,6 +1044,7 @@ fn main() -> Res<()> {
             "policies".into(),
             "rings".into(),
             "tokio".into(),
+            "producer".into(),
             "callgrind".into(),
         ],
     };
@@ -1100,6 +1102,12 @@ fn main() -> Res<()> {
     } else {
         None
     };
+    // The user ring buffer producer (issue 11).
+    let up = if has("producer") {
+        user_ring::run(&o)?
+    } else {
+        vec![]
+    };
     let cg = if has("callgrind") {
         callgrind_table()?
     } else {
@@ -1118,6 +1126,7 @@ fn main() -> Res<()> {
     if let Some(tk) = &tk {
         md.push_str(&asyncs::render(tk));
     }
+    md.push_str(&user_ring::render(&up));
     md.push_str(&cg);
     match (arg(&args, "--template"), arg(&args, "--out")) {
         (Some(t), Some(out)) => {

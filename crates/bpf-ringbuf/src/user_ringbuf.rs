@@ -9,7 +9,6 @@
 
 use std::cell::{Cell, OnceCell};
 use std::fmt;
-use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
@@ -19,7 +18,8 @@ use crate::claim::{Claim, Key};
 use crate::error::{Error, Result};
 use crate::map::{check_map, check_size};
 use crate::ring::abi::record_stride;
-use crate::ring::producer::{ReserveError, Reserved, UserProducer};
+pub use crate::ring::producer::Sample;
+use crate::ring::producer::{ReserveError, UserProducer};
 use crate::sys::{self, bpf, mmap};
 use crate::wait::{check_stop, Shared, Waiter};
 
@@ -80,12 +80,10 @@ pub struct UserRingBuf {
     _claim: Claim,
 }
 
-/// The producer's telemetry: plain cells, since one thread uses it.
+/// The waiting telemetry (what samples became is counted by the
+/// producer itself): plain cells, since one thread uses it.
 #[derive(Debug, Default)]
 struct Counters {
-    samples: Cell<u64>,
-    bytes: Cell<u64>,
-    discarded: Cell<u64>,
     full_waits: Cell<u64>,
     failed_reserves: Cell<u64>,
 }
@@ -249,10 +247,11 @@ impl UserRingBuf {
     /// The counters since this producer was opened.
     pub fn stats(&self) -> ProducerStats {
         let c = &self.stats;
+        let s = self.producer.counters();
         ProducerStats {
-            samples: c.samples.get(),
-            bytes: c.bytes.get(),
-            discarded: c.discarded.get(),
+            samples: s.samples.get(),
+            bytes: s.bytes.get(),
+            discarded: s.discarded.get(),
             full_waits: c.full_waits.get(),
             failed_reserves: c.failed_reserves.get(),
         }
@@ -281,16 +280,13 @@ impl UserRingBuf {
     /// drop(first); // discarded: the program never sees it
     /// # Ok(()) }
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn reserve(&self, len: usize) -> Result<Sample<'_>> {
         if self.shared.is_closed() {
             return Err(Error::Closed);
         }
         match self.producer.reserve(len) {
-            Ok(r) => Ok(Sample {
-                r: Some(r),
-                ring: self,
-            }),
+            Ok(s) => Ok(s),
             Err(e) => Err(self.error(e, len)),
         }
     }
@@ -360,6 +356,7 @@ impl UserRingBuf {
 
     /// The error for a refused reservation of `len` bytes (counting it).
     #[cold]
+    #[inline(never)]
     fn error(&self, e: ReserveError, len: usize) -> Error {
         match e {
             ReserveError::TooBig => Error::SampleTooLarge {
@@ -402,94 +399,11 @@ pub struct ProducerHandle {
 impl ProducerHandle {
     /// Closes the producer. Idempotent.
     pub fn close(&self) {
-        crate::wait::ReaderHandle {
-            shared: Arc::clone(&self.shared),
-        }
-        .close();
+        self.shared.close();
     }
 
     /// Whether [`close`](Self::close) was called.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
-    }
-}
-
-/// A reserved sample of a [`UserRingBuf`]: `len` bytes of the ring, written
-/// in place through `DerefMut<Target = [u8]>`.
-///
-/// [`submit`](Self::submit) hands it to the kernel; [`discard`](Self::discard),
-/// or dropping it, withdraws it (the kernel skips it, the program never
-/// sees it). Until then the kernel's drain stops at it. The sample borrows
-/// its producer: it cannot outlive it or be submitted to another ring.
-///
-/// Its bytes start as whatever the ring held there (earlier samples): write
-/// every byte the program reads.
-pub struct Sample<'a> {
-    /// `None` once submitted or discarded.
-    r: Option<Reserved<'a>>,
-    ring: &'a UserRingBuf,
-}
-
-impl Sample<'_> {
-    /// Hands the sample to the kernel: the program's next drain delivers it
-    /// (after every sample reserved before it is submitted or discarded).
-    #[inline]
-    pub fn submit(mut self) {
-        if let Some(r) = self.r.take() {
-            let len = r.len() as u64;
-            r.submit_user(false);
-            let c = &self.ring.stats;
-            bump(&c.samples, 1);
-            bump(&c.bytes, len);
-        }
-    }
-
-    /// Withdraws the sample: the kernel skips it. Dropping it does the same.
-    #[inline]
-    pub fn discard(mut self) {
-        self.finish_discard();
-    }
-
-    fn finish_discard(&mut self) {
-        if let Some(r) = self.r.take() {
-            r.submit_user(true);
-            bump(&self.ring.stats.discarded, 1);
-        }
-    }
-}
-
-impl Drop for Sample<'_> {
-    fn drop(&mut self) {
-        self.finish_discard();
-    }
-}
-
-impl Deref for Sample<'_> {
-    type Target = [u8];
-    #[inline(always)]
-    fn deref(&self) -> &[u8] {
-        match &self.r {
-            Some(r) => r.payload(),
-            None => &[],
-        }
-    }
-}
-
-impl DerefMut for Sample<'_> {
-    #[inline(always)]
-    fn deref_mut(&mut self) -> &mut [u8] {
-        match &mut self.r {
-            Some(r) => r.payload_mut(),
-            None => &mut [],
-        }
-    }
-}
-
-impl fmt::Debug for Sample<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Sample")
-            .field("len", &self.len())
-            .field("position", &self.r.as_ref().map(|r| r.position()))
-            .finish()
     }
 }

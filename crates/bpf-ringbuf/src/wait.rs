@@ -52,6 +52,13 @@ impl Shared {
         self.event.drain();
     }
 
+    /// Sets the closed flag, then wakes any sleeper (a reader's or a user
+    /// ring producer's) through the eventfd.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.event.notify();
+    }
+
     /// Consumes a pending flush.
     pub(crate) fn take_flush(&self) -> bool {
         // Relaxed load first, so the common no-flush case does not write the
@@ -98,8 +105,7 @@ impl ReaderHandle {
     /// once, even if records remain (they stay in the map for another reader).
     /// Idempotent.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.event.notify();
+        self.shared.close();
     }
 
     /// Whether [`close`](Self::close) was called.

@@ -95,17 +95,14 @@ pub(crate) struct RawProducer {
     pending: Mutex<usize>,
 }
 
-/// A reserved record: the right to write its payload, and the duty to commit
-/// it. Not `Clone`: one token per record.
+/// A reserved record of a [`RawProducer`]: the right to write its payload,
+/// and the duty to commit it. Not `Clone`: one token per record.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug)]
 pub(crate) struct Reserved<'p> {
     mem: &'p ProducerMem,
     pos: usize,
     len: usize,
-    /// The payload was written through [`payload_mut`](Self::payload_mut):
-    /// with a mirrored data area, the second copy is brought up to date at
-    /// the commit.
-    dirty: bool,
 }
 
 impl ProducerMem {
@@ -121,7 +118,9 @@ impl ProducerMem {
 
     /// Step 1 of a reservation, once the space is checked: writes
     /// `len | BUSY` and `pg_off` into the header at `prod`, then publishes
-    /// `new_prod` as the producer position (Release).
+    /// `new_prod` as the producer position (Release). `pg_off` is for the
+    /// kernel's own records only: a user ring's drain never reads it (libbpf
+    /// zeroes it; we leave it).
     ///
     /// # Safety
     ///
@@ -129,11 +128,19 @@ impl ProducerMem {
     /// the current producer position, and `[prod, new_prod)` is free: the
     /// consumer is done with it and no [`Reserved`] covers it.
     #[inline(always)]
-    unsafe fn publish_reservation(&self, prod: usize, new_prod: usize, len: usize, pg_off: u32) {
+    unsafe fn publish_reservation(
+        &self,
+        prod: usize,
+        new_prod: usize,
+        len: usize,
+        pg_off: Option<u32>,
+    ) {
         // Relaxed: published by the Release store of producer_pos below.
         self.header(prod)
             .store(len as u32 | BUSY_BIT, Ordering::Relaxed);
-        self.pg_off(prod).store(pg_off, Ordering::Relaxed);
+        if let Some(pg_off) = pg_off {
+            self.pg_off(prod).store(pg_off, Ordering::Relaxed);
+        }
         // Release: as smp_store_release(&rb->producer_pos) in
         // __bpf_ringbuf_reserve, and in libbpf's user_ring_buffer__reserve;
         // pairs with the consumer's Acquire load (RawRing::load_producer, the
@@ -252,13 +259,15 @@ impl RawProducer {
         // SAFETY: we hold the lock (the only reserver); `prod` is the
         // producer position (only lock holders write it); the space up to
         // `new_prod` is free by the two checks above.
-        unsafe { self.mem.publish_reservation(prod, new_prod, len, pg_off) };
+        unsafe {
+            self.mem
+                .publish_reservation(prod, new_prod, len, Some(pg_off))
+        };
         drop(pending);
         Ok(Reserved {
             mem: &self.mem,
             pos: prod,
             len,
-            dirty: false,
         })
     }
     /// **Corruption:** overwrites the `len` word of the header at `pos`
@@ -328,6 +337,7 @@ impl RawProducer {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl Reserved<'_> {
     /// The ring position of the record's header.
     pub(crate) fn position(&self) -> usize {
@@ -335,7 +345,7 @@ impl Reserved<'_> {
     }
 
     /// The payload length.
-    #[inline(always)]
+    #[cfg(feature = "testing")]
     pub(crate) fn len(&self) -> usize {
         self.len
     }
@@ -361,50 +371,8 @@ impl Reserved<'_> {
         true
     }
 
-    /// The payload, in place: `len` bytes, contiguous thanks to the double
-    /// mapping of the data area (in a mirrored one, the first copy's view,
-    /// copied to the second at the commit). Its bytes are whatever the ring
-    /// held there before (earlier records), not zeros.
-    #[inline(always)]
-    pub(crate) fn payload_mut(&mut self) -> &mut [u8] {
-        self.dirty = self.mem.mirror;
-        let off = self.pos.wrapping_add(HEADER_SIZE) & self.mem.ring.mask;
-        // SAFETY: `off < size` and `len <= size - 8` (the reservation checked
-        // `record_stride(len) <= size`), so `[off, off + len)` lies in the
-        // `2 * size` bytes of the data area, which are mapped (the producer's
-        // contract) and initialised (mapped file pages). The record is BUSY
-        // from its reservation until `commit`/`submit` consume this token, so
-        // no consumer reads these bytes and no other record covers them (at
-        // most `size` bytes are outstanding, all distinct positions); the
-        // slice borrows this token mutably, so it is the only access until
-        // then.
-        unsafe { std::slice::from_raw_parts_mut(self.mem.ring.data.as_ptr().add(off), self.len) }
-    }
-
-    /// The payload, in place, for reading back what was written (see
-    /// [`payload_mut`](Self::payload_mut)).
-    #[inline(always)]
-    pub(crate) fn payload(&self) -> &[u8] {
-        let off = self.pos.wrapping_add(HEADER_SIZE) & self.mem.ring.mask;
-        // SAFETY: as in `payload_mut`; the slice borrows this token shared,
-        // so no mutable slice of it is alive meanwhile.
-        unsafe { std::slice::from_raw_parts(self.mem.ring.data.as_ptr().add(off), self.len) }
-    }
-
-    /// Brings a mirrored data area's second copy up to date with bytes
-    /// written through [`payload_mut`](Self::payload_mut).
-    #[inline(always)]
-    fn sync_mirror(&self) {
-        if self.dirty {
-            let off = self.pos.wrapping_add(HEADER_SIZE) & self.mem.ring.mask;
-            // SAFETY: this record's payload (`off < size`, `len <= size - 8`),
-            // still BUSY and written only through this token.
-            unsafe { self.mem.mirror_range(off, self.len) };
-        }
-    }
-
     /// The header word that ends the reservation.
-    #[inline(always)]
+    #[cfg(any(test, feature = "testing"))]
     fn final_word(&self, discard: bool) -> u32 {
         if discard {
             self.len as u32 | DISCARD_BIT
@@ -418,25 +386,9 @@ impl Reserved<'_> {
     /// consumer had caught up (the kernel would wake it).
     #[cfg(any(test, feature = "testing"))]
     pub(crate) fn commit(self, discard: bool) -> bool {
-        self.sync_mirror();
         let word = self.final_word(discard);
         let m = self.mem;
         wakeup::commit_needs_wakeup(m.header(self.pos), word, m.ring.consumer_atomic(), self.pos)
-    }
-
-    /// Commits a sample of a user ring buffer (or discards it), as libbpf's
-    /// `user_ringbuf_commit`: clears BUSY (and sets DISCARD) in the header.
-    /// No wakeup: the kernel's program drains when it runs.
-    #[inline(always)]
-    pub(crate) fn submit_user(self, discard: bool) {
-        self.sync_mirror();
-        let word = self.final_word(discard);
-        // Release: pairs with the kernel's smp_load_acquire(hdr) in
-        // __bpf_user_ringbuf_peek, so the sample's bytes are visible with the
-        // cleared BUSY bit. (libbpf uses an AcqRel exchange; only this token
-        // writes the header while BUSY, and the kernel never writes it, so a
-        // store is the same protocol without the locked instruction.)
-        self.mem.header(self.pos).store(word, Ordering::Release);
     }
 
     /// Leaves the record BUSY forever (a stuck producer); returns its position.
@@ -461,6 +413,8 @@ pub(crate) struct UserProducer {
     mem: ProducerMem,
     /// The producer position: only this producer writes it.
     prod: Cell<usize>,
+    /// What its samples became.
+    counters: UserCounters,
     /// Keeps the memory mapped; dropped after everything above.
     _owner: Box<dyn Send + std::fmt::Debug>,
 }
@@ -491,6 +445,7 @@ impl UserProducer {
         UserProducer {
             mem: ProducerMem { ring, mirror },
             prod: Cell::new(start),
+            counters: UserCounters::default(),
             _owner: owner,
         }
     }
@@ -561,6 +516,11 @@ impl UserProducer {
         &self.mem.ring
     }
 
+    /// Samples submitted and discarded so far.
+    pub(crate) fn counters(&self) -> &UserCounters {
+        &self.counters
+    }
+
     /// The producer position (every reservation so far).
     pub(crate) fn position(&self) -> usize {
         self.prod.get()
@@ -577,8 +537,13 @@ impl UserProducer {
     /// impossible consumer position.
     #[inline(always)]
     pub(crate) fn free(&self) -> Result<usize, ReserveError> {
+        self.free_at(self.prod.get())
+    }
+
+    /// [`free`](Self::free) with the producer position `prod` already read.
+    #[inline(always)]
+    fn free_at(&self, prod: usize) -> Result<usize, ReserveError> {
         let size = self.mem.ring.size();
-        let prod = self.prod.get();
         // Relaxed + Acquire fence (the consumer page is mapped read-only):
         // pairs with the kernel's smp_store_release(&rb->consumer_pos) in
         // __bpf_user_ringbuf_sample_release (and in __bpf_user_ringbuf_peek
@@ -599,7 +564,7 @@ impl UserProducer {
     /// Reserves a sample of `len` payload bytes, as
     /// `user_ring_buffer__reserve`.
     #[inline(always)]
-    pub(crate) fn reserve(&self, len: usize) -> Result<Reserved<'_>, ReserveError> {
+    pub(crate) fn reserve(&self, len: usize) -> Result<Sample<'_>, ReserveError> {
         let size = self.mem.ring.size();
         if len > super::abi::USER_RINGBUF_MAX_SAMPLE {
             return Err(ReserveError::TooBig);
@@ -608,10 +573,12 @@ impl UserProducer {
         if stride > size {
             return Err(ReserveError::TooBig);
         }
-        if stride > self.free()? {
+        // Read before the fence in `free_at`, which would make the compiler
+        // read it again after.
+        let prod = self.prod.get();
+        if stride > self.free_at(prod)? {
             return Err(ReserveError::Full);
         }
-        let prod = self.prod.get();
         let new_prod = prod.wrapping_add(stride);
         // SAFETY: the only reserver: `self` is not `Sync` and this function
         // does not re-enter; `prod` is the producer position (only we write
@@ -619,14 +586,147 @@ impl UserProducer {
         // the consumer position and `new_prod` (checked above), and the
         // kernel's drain never moves the consumer position past a BUSY
         // record, so no earlier reservation overlaps.
-        unsafe { self.mem.publish_reservation(prod, new_prod, len, 0) };
+        unsafe { self.mem.publish_reservation(prod, new_prod, len, None) };
         self.prod.set(new_prod);
-        Ok(Reserved {
-            mem: &self.mem,
+        Ok(Sample {
+            producer: self,
             pos: prod,
             len,
-            dirty: false,
         })
+    }
+}
+
+/// The telemetry of a [`UserProducer`]: plain cells, one thread uses it.
+#[derive(Debug, Default)]
+pub(crate) struct UserCounters {
+    /// Samples submitted.
+    pub samples: Cell<u64>,
+    /// Payload bytes of the samples submitted.
+    pub bytes: Cell<u64>,
+    /// Samples discarded (explicitly or dropped).
+    pub discarded: Cell<u64>,
+}
+
+/// A reserved sample of a [`UserRingBuf`](crate::UserRingBuf): `len` bytes
+/// of the ring, written in place through `DerefMut<Target = [u8]>`.
+///
+/// [`submit`](Self::submit) hands it to the kernel; [`discard`](Self::discard),
+/// or dropping it, withdraws it (the kernel skips it, the program never
+/// sees it). Until then the kernel's drain stops at it. The sample borrows
+/// its producer: it cannot outlive it or be submitted to another ring.
+///
+/// Its bytes start as whatever the ring held there (earlier samples): write
+/// every byte the program reads.
+pub struct Sample<'p> {
+    producer: &'p UserProducer,
+    /// The ring position of its header.
+    pos: usize,
+    len: usize,
+}
+
+impl Sample<'_> {
+    /// Hands the sample to the kernel: the program's next drain delivers it
+    /// (after every sample reserved before it is submitted or discarded).
+    #[inline(always)]
+    pub fn submit(self) {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.finish(false);
+        let c = &this.producer.counters;
+        c.samples.set(c.samples.get().wrapping_add(1));
+        c.bytes.set(c.bytes.get().wrapping_add(this.len as u64));
+    }
+
+    /// Withdraws the sample: the kernel skips it. Dropping it does the same.
+    #[inline]
+    pub fn discard(self) {
+        // Drop discards.
+    }
+
+    /// The ring position of the sample's header.
+    #[cfg(test)]
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Ends the reservation, as libbpf's `user_ringbuf_commit`: clears BUSY
+    /// (and sets DISCARD) in the header. No wakeup: the kernel's program
+    /// drains when it runs. Called once per sample: by `submit` (which then
+    /// forgets the sample) or by `drop`.
+    #[inline(always)]
+    fn finish(&self, discard: bool) {
+        let mem = &self.producer.mem;
+        if mem.mirror {
+            let off = self.pos.wrapping_add(HEADER_SIZE) & mem.ring.mask;
+            // SAFETY: this sample's payload (`off < size`, `len <= size - 8`),
+            // still BUSY and written only through this sample.
+            unsafe { mem.mirror_range(off, self.len) };
+        }
+        let word = if discard {
+            self.len as u32 | DISCARD_BIT
+        } else {
+            self.len as u32
+        };
+        // Release: pairs with the kernel's smp_load_acquire(hdr) in
+        // __bpf_user_ringbuf_peek, so the sample's bytes are visible with the
+        // cleared BUSY bit. (libbpf uses an AcqRel exchange; only this sample
+        // writes the header while BUSY, and the kernel never writes it, so a
+        // store is the same protocol without the locked instruction.)
+        mem.header(self.pos).store(word, Ordering::Release);
+    }
+
+    /// Where the payload starts.
+    #[inline(always)]
+    fn payload_ptr(&self) -> *mut u8 {
+        let mem = &self.producer.mem;
+        let off = self.pos.wrapping_add(HEADER_SIZE) & mem.ring.mask;
+        // SAFETY: `off < size`, inside the `2 * size` data bytes.
+        unsafe { mem.ring.data.as_ptr().add(off) }
+    }
+}
+
+impl Drop for Sample<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.finish(true);
+        let c = &self.producer.counters;
+        c.discarded.set(c.discarded.get().wrapping_add(1));
+    }
+}
+
+impl std::ops::Deref for Sample<'_> {
+    type Target = [u8];
+    /// The payload, in place (in a mirrored data area, the first copy's
+    /// view, copied to the second when the sample ends).
+    #[inline(always)]
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len <= size - 8` (the reservation checked
+        // `record_stride(len) <= size`), so the payload lies in the
+        // `2 * size` bytes of the data area, which are mapped while the
+        // producer lives (its contract; the sample borrows it) and
+        // initialised (mapped file pages). The sample is BUSY from its
+        // reservation until it ends (`submit` or drop), so no consumer reads
+        // these bytes, and no other sample covers them (at most `size` bytes
+        // are outstanding, at distinct positions); the slice borrows the
+        // sample, so no mutable slice of it is alive meanwhile.
+        unsafe { std::slice::from_raw_parts(self.payload_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for Sample<'_> {
+    #[inline(always)]
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as in `deref`; the slice borrows the sample mutably, so it
+        // is the only access to these bytes while it lives.
+        unsafe { std::slice::from_raw_parts_mut(self.payload_ptr(), self.len) }
+    }
+}
+
+impl std::fmt::Debug for Sample<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample")
+            .field("len", &self.len)
+            .field("position", &self.pos)
+            .finish()
     }
 }
 

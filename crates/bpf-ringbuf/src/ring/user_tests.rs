@@ -97,18 +97,18 @@ fn whole_ring_may_be_outstanding() {
         ReserveError::TooBig
     );
     let mut a = m.producer.reserve(56).unwrap();
-    a.payload_mut().fill(9);
+    a.fill(9);
     assert_eq!(m.producer.free(), Ok(0));
     assert_eq!(m.producer.reserve(0).unwrap_err(), ReserveError::Full);
-    a.submit_user(false);
+    a.submit();
     assert_eq!(m.drain(), vec![vec![9; 56]]);
     assert_eq!(m.producer.free(), Ok(64));
     // Exactly the free space fits.
     let b = m.producer.reserve(24).unwrap(); // stride 32
     let c = m.producer.reserve(24).unwrap(); // stride 32: the ring is full
     assert_eq!(m.producer.free(), Ok(0));
-    c.submit_user(true);
-    b.submit_user(false);
+    c.discard();
+    b.submit();
     assert_eq!(m.drain().len(), 1);
 }
 
@@ -121,11 +121,11 @@ fn payloads_wrap_in_place_and_mirror() {
         for len in [13, 4, 1] {
             let mut s = m.producer.reserve(len).unwrap();
             let pos = s.position();
-            for (i, b) in s.payload_mut().iter_mut().enumerate() {
+            for (i, b) in s.iter_mut().enumerate() {
                 *b = round.wrapping_mul(31).wrapping_add(i as u8);
             }
-            assert_eq!(s.payload().len(), len);
-            s.submit_user(false);
+            assert_eq!(s.len(), len);
+            s.submit();
             // Both copies agree byte for byte.
             for i in 0..len {
                 let off = (pos + 8 + i) & (m.size - 1);
@@ -156,20 +156,20 @@ fn commits_in_any_order_stop_at_busy() {
     let mut a = m.producer.reserve(4).unwrap();
     let mut b = m.producer.reserve(4).unwrap();
     let mut c = m.producer.reserve(4).unwrap();
-    c.payload_mut().copy_from_slice(b"cccc");
-    c.submit_user(false);
-    b.payload_mut().copy_from_slice(b"bbbb");
-    b.submit_user(true);
+    c.copy_from_slice(b"cccc");
+    c.submit();
+    b.copy_from_slice(b"bbbb");
+    b.discard();
     assert!(m.drain().is_empty(), "a is BUSY");
-    a.payload_mut().copy_from_slice(b"aaaa");
-    a.submit_user(false);
+    a.copy_from_slice(b"aaaa");
+    a.submit();
     assert_eq!(m.drain(), vec![b"aaaa".to_vec(), b"cccc".to_vec()]);
 }
 
 #[test]
 fn impossible_consumer_position_is_refused() {
     let m = Mem::new(64);
-    m.producer.reserve(8).unwrap().submit_user(false);
+    m.producer.reserve(8).unwrap().submit();
     // Ahead of the producer, then misaligned: nothing is reserved.
     m.ring().publish(64);
     assert_eq!(
