@@ -170,7 +170,6 @@ fn measure(kind: Kind, src: &[u8], bytes: usize) -> Res<f64> {
     let (mut p, drain) = setup(kind)?;
     let want = (bytes / abi::record_stride(size)) as u64;
     let (mut n, mut took) = (0u64, Duration::ZERO);
-    let flt0 = minflt();
     while n < want {
         let t = Instant::now();
         let k = p.fill(src)?;
@@ -184,17 +183,9 @@ fn measure(kind: Kind, src: &[u8], bytes: usize) -> Res<f64> {
             return Err(format!("{kind:?}: {k} samples written, {drained} drained").into());
         }
     }
-    if std::env::var_os("UR_DEBUG").is_some() {
-        eprintln!("{kind:?} {size}: {} minor faults", minflt() - flt0);
-    }
     Ok(took.as_nanos() as f64 / n as f64)
 }
 
-fn minflt() -> i64 {
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
-    ru.ru_minflt
-}
 
 pub fn run(o: &Opts) -> Res<Vec<SizeRow>> {
     let bytes = if o.quick { 16 << 20 } else { 64 << 20 };

@@ -59,6 +59,23 @@ struct Rig {
     drain: Box<dyn FnMut() -> Vec<Vec<u8>>>,
 }
 
+/// A scenario `fn(&mut Rig)` as two tests: on the kernel (privileged) and
+/// on the fake user ring, with their ring sizes.
+macro_rules! on_both {
+    ($kernel:ident, $fake:ident, $scenario:ident, $ksize:expr, $fsize:expr) => {
+        #[test]
+        fn $kernel() {
+            privileged!();
+            $scenario(&mut kernel_rig($ksize));
+        }
+
+        #[test]
+        fn $fake() {
+            $scenario(&mut fake_rig($fsize));
+        }
+    };
+}
+
 fn kernel_rig(size: usize) -> Rig {
     let producer = UserRingBuf::create(size).unwrap();
     // Every sample the user ring holds fits the output ring twice over.
@@ -244,16 +261,13 @@ fn size_limits(rig: &mut Rig) {
     assert_eq!(rig.producer.stats().failed_reserves, 1);
 }
 
-#[test]
-fn kernel_size_limits() {
-    privileged!();
-    size_limits(&mut kernel_rig(4 * page()));
-}
-
-#[test]
-fn fake_size_limits() {
-    size_limits(&mut fake_rig(page()));
-}
+on_both!(
+    kernel_size_limits,
+    fake_size_limits,
+    size_limits,
+    4 * page(),
+    page()
+);
 
 #[test]
 fn kernel_dynptr_limit_caps_samples_of_big_rings() {
@@ -297,16 +311,13 @@ fn held_sample_is_not_overtaken(rig: &mut Rig) {
     assert_eq!((stats.samples, stats.discarded, stats.bytes), (3, 1, 70));
 }
 
-#[test]
-fn kernel_held_sample_is_not_overtaken() {
-    privileged!();
-    held_sample_is_not_overtaken(&mut kernel_rig(4 * page()));
-}
-
-#[test]
-fn fake_held_sample_is_not_overtaken() {
-    held_sample_is_not_overtaken(&mut fake_rig(page()));
-}
+on_both!(
+    kernel_held_sample_is_not_overtaken,
+    fake_held_sample_is_not_overtaken,
+    held_sample_is_not_overtaken,
+    4 * page(),
+    page()
+);
 
 /// Fills the ring with samples of `len` bytes; returns how many.
 fn fill(producer: &UserRingBuf, len: usize) -> u64 {
@@ -386,16 +397,13 @@ fn close_wakes_a_blocked_reserve(rig: &mut Rig) {
     assert!(!(rig.drain)().is_empty());
 }
 
-#[test]
-fn kernel_close_wakes_a_blocked_reserve() {
-    privileged!();
-    close_wakes_a_blocked_reserve(&mut kernel_rig(page()));
-}
-
-#[test]
-fn fake_close_wakes_a_blocked_reserve() {
-    close_wakes_a_blocked_reserve(&mut fake_rig(page()));
-}
+on_both!(
+    kernel_close_wakes_a_blocked_reserve,
+    fake_close_wakes_a_blocked_reserve,
+    close_wakes_a_blocked_reserve,
+    page(),
+    page()
+);
 
 #[test]
 fn fake_reserve_blocking_waits_for_the_drain() {

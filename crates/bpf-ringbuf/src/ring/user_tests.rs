@@ -4,44 +4,28 @@
 //! order, and an impossible consumer position.
 
 use super::producer::{ReserveError, UserProducer};
+use super::tests::PlainMem;
 use super::*;
 use std::cell::UnsafeCell;
-use std::rc::Rc;
 
-/// Plain memory in the kernel's layout, the data area's halves distinct.
+/// [`PlainMem`] and a user ring producer over it.
 struct Mem {
-    /// Declared first: it points into the cells below.
+    /// Declared first: it points into `mem`.
     producer: UserProducer,
-    // `Rc`, not `Box`: see `ring/tests.rs`.
-    _cons: Rc<UnsafeCell<usize>>,
-    _prod: Rc<UnsafeCell<usize>>,
-    data: Rc<[UnsafeCell<u64>]>,
+    mem: PlainMem,
     size: usize,
 }
 
 impl Mem {
     fn new(size: usize) -> Mem {
-        let cons = Rc::new(UnsafeCell::new(0));
-        let prod = Rc::new(UnsafeCell::new(0));
-        let data: Rc<[UnsafeCell<u64>]> = (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect();
-        // SAFETY: the cells live in `Mem` as long as the producer (declared
-        // before them, so dropped first); the data area is 2*size bytes,
-        // 8-aligned, writable, its halves distinct (mirrored by the
-        // producer). Nothing else produces into it.
-        let producer = unsafe {
-            let ring = RawRing::new(
-                NonNull::new(cons.get()).unwrap(),
-                NonNull::new(prod.get()).unwrap(),
-                NonNull::new(UnsafeCell::raw_get(data.as_ptr()).cast::<u8>()).unwrap(),
-                size,
-            );
-            UserProducer::over_plain_memory(ring)
-        };
+        let mem = PlainMem::new(size, 0);
+        // SAFETY: `mem` lives in `Mem` as long as the producer (declared
+        // before it, so dropped first); its halves are distinct (mirrored by
+        // the producer). Nothing else produces into it.
+        let producer = unsafe { UserProducer::over_plain_memory(mem.ring(size)) };
         Mem {
             producer,
-            _cons: cons,
-            _prod: prod,
-            data,
+            mem,
             size,
         }
     }
@@ -53,7 +37,11 @@ impl Mem {
     /// Data byte `i` of the `2 * size` bytes (both copies).
     fn byte(&self, i: usize) -> u8 {
         // SAFETY: in bounds; no record slice is alive while tests look.
-        unsafe { *UnsafeCell::raw_get(self.data.as_ptr()).cast::<u8>().add(i) }
+        unsafe {
+            *UnsafeCell::raw_get(self.mem.data.as_ptr())
+                .cast::<u8>()
+                .add(i)
+        }
     }
 
     /// The kernel's drain: every committed record at the consumer position
