@@ -129,7 +129,8 @@
 //!
 //! # Requirements
 //!
-//! Linux 5.8 or later (ring buffers), `CAP_BPF` or root to create or open maps.
+//! Linux 5.8 or later (ring buffers; 6.1 for the user ring buffer producer),
+//! `CAP_BPF` or root to create or open maps.
 //! The `testing` feature's kernel producer needs Linux 5.12 (BPF atomics) and
 //! `CAP_BPF` + `CAP_PERFMON`/root. Developed and tested on Linux 6.18 x86_64.
 #![deny(missing_docs)]
