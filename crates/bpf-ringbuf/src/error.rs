@@ -195,9 +195,11 @@ pub enum Error {
     },
 
     /// The map's descriptor was opened read-only (`BPF_F_RDONLY`, for
-    /// example by `BPF_OBJ_GET` with read-only file flags), so the consumer
-    /// page cannot be mapped writable. Open the map read-write.
-    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); a consumer must write the consumer position, so open the map read-write")]
+    /// example by `BPF_OBJ_GET` with read-only file flags), so the part of
+    /// the ring this side writes cannot be mapped writable: a consumer's
+    /// consumer page, a user ring producer's producer page and data (`call`
+    /// says which). Open the map read-write.
+    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); a consumer must write the consumer position, and a user ring producer its samples, so open the map read-write")]
     ReadOnlyMap {
         /// The system call that failed.
         call: &'static str,

@@ -166,7 +166,8 @@ impl UserRingBuf {
     /// [`Error::WrongMapType`]; not a map, [`Error::NotAMap`] or
     /// [`Error::BadFd`]), reads its size from the kernel, claims it
     /// ([`Error::ProducerExists`] if this process already produces into it)
-    /// and maps it. On error the descriptor is closed.
+    /// and maps it ([`Error::ReadOnlyMap`] for a read-only descriptor). On
+    /// error the descriptor is closed.
     pub fn from_fd(fd: OwnedFd) -> Result<UserRingBuf> {
         let m = check_map(fd.as_fd(), bpf::BPF_MAP_TYPE_USER_RINGBUF)?;
         let claim = Claim::take(Key::Producer(m.id))?;

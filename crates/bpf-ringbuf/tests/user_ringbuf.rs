@@ -536,3 +536,17 @@ fn kernel_map_checks() {
     drop(user);
     UserRingBuf::from_id(id).unwrap();
 }
+
+#[test]
+fn kernel_read_only_descriptor_is_refused() {
+    privileged!();
+    let user = UserRingBuf::create(page()).unwrap();
+    let ro = bpf_ringbuf::testing::open_map_read_only(user.id().unwrap()).unwrap();
+    drop(user);
+    let e = UserRingBuf::from_fd(ro).unwrap_err();
+    assert!(
+        matches!(&e, Error::ReadOnlyMap { call, .. } if call.contains("producer")),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("read-write"), "{e}");
+}

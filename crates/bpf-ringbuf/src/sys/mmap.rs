@@ -144,16 +144,23 @@ impl Drop for Mmap {
 /// producer page and the data pages, mapped twice by the kernel, read-write
 /// (file offset one page, `page + 2 * size` bytes), as libbpf's
 /// `user_ringbuf_map`. Returns `(consumer, producer)`.
+///
+/// The writable mapping comes first: for a read-only descriptor it is the
+/// one refused (`EACCES`, [`Error::ReadOnlyMap`]).
 pub(crate) fn map_user_ring(fd: BorrowedFd<'_>, size: usize) -> Result<(Mmap, Mmap), Error> {
     let page = super::page_size();
-    let consumer = Mmap::map("mmap(user ring consumer page)", fd, page, 0, false)?;
     let producer = Mmap::map(
         "mmap(user ring producer page and data)",
         fd,
         page + 2 * size,
         page,
         true,
-    )?;
+    )
+    .map_err(|e| match e {
+        Error::PermissionDenied { call, source } => Error::ReadOnlyMap { call, source },
+        e => e,
+    })?;
+    let consumer = Mmap::map("mmap(user ring consumer page)", fd, page, 0, false)?;
     Ok((consumer, producer))
 }
 
