@@ -186,7 +186,6 @@ fn measure(kind: Kind, src: &[u8], bytes: usize) -> Res<f64> {
     Ok(took.as_nanos() as f64 / n as f64)
 }
 
-
 pub fn run(o: &Opts) -> Res<Vec<SizeRow>> {
     let bytes = if o.quick { 16 << 20 } else { 64 << 20 };
     let mut rows = Vec::new();
