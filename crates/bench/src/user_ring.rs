@@ -48,6 +48,8 @@ impl Kind {
 /// Per size: the nanoseconds per sample of each round, per kind (`Kind::ALL` order).
 pub struct SizeRow {
     pub size: usize,
+    /// Ring bytes written per producer and round.
+    pub bytes: usize,
     pub ns: [Vec<f64>; 3],
 }
 
@@ -195,6 +197,7 @@ pub fn run(o: &Opts) -> Res<Vec<SizeRow>> {
         let src: Vec<u8> = (0..size).map(|i| i as u8).collect();
         let mut row = SizeRow {
             size,
+            bytes,
             ns: [Vec::new(), Vec::new(), Vec::new()],
         };
         for round in 0..o.warmup + o.rounds {
@@ -228,11 +231,12 @@ pub fn render(rows: &[SizeRow]) -> String {
         m,
         "### Producer: reserve + write + submit into a user ring buffer\n\n\
          Per sample, into a {} `BPF_MAP_TYPE_USER_RINGBUF` filled until full, then drained by \
-         the kernel (`bpf_user_ringbuf_drain`, not timed), until 64 MiB of ring bytes went \
+         the kernel (`bpf_user_ringbuf_drain`, not timed), until {} of ring bytes went \
          through; median of {rounds} rounds, the three producers in turn within each round. \
          Target: ours at or below libbpf C per sample at every size (ratio <= {LIMIT:.2}, the \
          median of the per-round ratios).\n",
-        size_label(RING)
+        size_label(RING),
+        size_label(rows[0].bytes)
     );
     m.push_str("| sample |");
     for k in Kind::ALL {
