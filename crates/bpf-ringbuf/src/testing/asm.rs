@@ -328,6 +328,37 @@ mod tests {
     }
 
     #[test]
+    fn function_addresses_are_relative_to_the_next_instruction() {
+        // r2 = &f (ld_imm64, src 4) at 0-1, exit at 2, f at 3: imm = 3 - 0 - 1.
+        let mut a = Asm::default();
+        let f = a.label();
+        a.ld_func(R2, f).exit().bind(f).mov_imm(R0, 0).exit();
+        let p = a.finish().unwrap();
+        let b = p[0].to_le_bytes();
+        assert_eq!((b[0], b[1]), (LD_IMM64, 0x42));
+        assert_eq!(i32::from_le_bytes(b[4..8].try_into().unwrap()), 2);
+        assert_eq!(p[1], 0);
+    }
+
+    #[test]
+    fn btf_blob_layout() {
+        let (blob, ids) = btf_funcs(&[("main", 1), ("cb", 2)]);
+        let word = |i: usize| u32::from_ne_bytes(blob[i..i + 4].try_into().unwrap());
+        assert_eq!(u16::from_ne_bytes([blob[0], blob[1]]), 0xeb9f);
+        assert_eq!((blob[2], blob[3]), (1, 0));
+        let (hdr, type_off, type_len, str_off, str_len) =
+            (word(4), word(8), word(12), word(16), word(20));
+        assert_eq!((hdr, type_off, str_off), (24, 0, type_len));
+        assert_eq!(blob.len(), (24 + type_len + str_len) as usize);
+        // int (4 words), void * (3), then per function a FUNC_PROTO (3 + 2
+        // per parameter) and a FUNC (3).
+        assert_eq!(type_len, 4 * (4 + 3 + (3 + 2 + 3) + (3 + 4 + 3)));
+        assert_eq!(ids, [4, 6]);
+        // The strings end with the names, NUL-terminated.
+        assert!(blob.ends_with(b"cb\0"));
+    }
+
+    #[test]
     fn labels_resolve() {
         let mut a = Asm::default();
         let l = a.label();
