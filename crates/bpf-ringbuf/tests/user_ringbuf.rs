@@ -606,3 +606,103 @@ fn kernel_concurrent_drain_round_trip() {
     assert_eq!(stats.samples, total);
     assert!(stats.bytes as usize / page() >= 100, "wrapped many times");
 }
+
+/// One step of the property test below.
+#[derive(Debug, Clone)]
+enum Op {
+    /// Reserve a sample of this many bytes (it stays outstanding).
+    Reserve(usize),
+    /// End the outstanding sample at this index (modulo their number):
+    /// submit, discard, or drop.
+    End { idx: usize, how: u8 },
+    /// One drain of at most this many samples.
+    Drain(usize),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => prop_oneof![0usize..24, 0usize..400, Just(2000usize), Just(4088usize)].prop_map(Op::Reserve),
+        4 => (any::<usize>(), 0u8..3).prop_map(|(idx, how)| Op::End { idx, how }),
+        2 => (1usize..20).prop_map(Op::Drain),
+    ]
+}
+
+proptest::proptest! {
+    /// Random reserves, ends in any order and partial drains on a one-page
+    /// `FakeUserRing`, against a model: the drain delivers, in reservation
+    /// order, every submitted sample up to the first one still outstanding
+    /// (or its `max`), skipping the withdrawn ones; a reserve fails with `RingFull` exactly
+    /// when the model's free space is short, and with `SampleTooLarge` only
+    /// past the ring.
+    #[test]
+    fn fake_ring_matches_the_model(ops in proptest::collection::vec(op(), 1..200)) {
+        let fake = FakeUserRing::new(page()).unwrap();
+        let producer = fake.producer().unwrap();
+        let size = producer.size();
+        // The model: every reservation in order, with its state
+        // (None: outstanding; Some(true): submitted; Some(false): withdrawn).
+        let mut ring: VecDeque<(u64, usize, Option<bool>)> = VecDeque::new();
+        let mut held: Vec<(u64, Sample<'_>)> = Vec::new();
+        let mut seq = 0u64;
+        for op in ops {
+            match op {
+                Op::Reserve(len) => {
+                    let used: usize = ring.iter().map(|r| abi::record_stride(r.1)).sum();
+                    match producer.reserve(len) {
+                        Ok(mut s) => {
+                            proptest::prop_assert!(used + abi::record_stride(len) <= size);
+                            payload(seq, &mut s);
+                            held.push((seq, s));
+                            ring.push_back((seq, len, None));
+                            seq += 1;
+                        }
+                        Err(Error::RingFull { available, .. }) => {
+                            proptest::prop_assert_eq!(available, size - used);
+                            proptest::prop_assert!(available < abi::record_stride(len));
+                        }
+                        Err(Error::SampleTooLarge { .. }) => {
+                            proptest::prop_assert!(abi::record_stride(len) > size);
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                Op::End { idx, how } => {
+                    if held.is_empty() {
+                        continue;
+                    }
+                    let (q, s) = held.swap_remove(idx % held.len());
+                    let submitted = how == 0;
+                    match how {
+                        0 => s.submit(),
+                        1 => s.discard(),
+                        _ => drop(s),
+                    }
+                    let r = ring.iter_mut().find(|r| r.0 == q).expect("in the model");
+                    r.2 = Some(submitted);
+                }
+                Op::Drain(max) => {
+                    let mut want = Vec::new();
+                    let mut delivered = 0;
+                    // Withdrawn samples are skipped on the way; the drain
+                    // stops right after its `max`-th sample.
+                    while let Some(&(q, len, Some(sub))) = ring.front() {
+                        if delivered == max {
+                            break;
+                        }
+                        if sub {
+                            want.push(expected(q, len));
+                            delivered += 1;
+                        }
+                        ring.pop_front();
+                    }
+                    let mut got = Vec::new();
+                    let n = fake.drain_at_most(max, |s| got.push(s.to_vec())).unwrap();
+                    proptest::prop_assert_eq!(n, got.len());
+                    proptest::prop_assert_eq!(got, want);
+                }
+            }
+        }
+        drop(held);
+    }
+}

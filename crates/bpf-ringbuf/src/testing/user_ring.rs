@@ -320,7 +320,9 @@ impl FakeUserRing {
         self.drain_at_most(MAX_DRAIN_SAMPLES, f)
     }
 
-    /// [`drain`](Self::drain), delivering at most `max` samples.
+    /// [`drain`](Self::drain), delivering at most `max` samples: it stops
+    /// right after the `max`-th (withdrawn samples after it stay in the
+    /// ring, as do those after a sample still outstanding).
     pub fn drain_at_most(&self, max: usize, mut f: impl FnMut(&[u8])) -> Result<usize> {
         let mut cur = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
         let before = cur.raw().load_consumer();
