@@ -392,6 +392,22 @@ impl AsFd for UserRingBuf {
 /// on every reserve returns [`Error::Closed`], and a blocked
 /// [`reserve_blocking`](UserRingBuf::reserve_blocking) returns it at once.
 /// Samples already reserved can still be submitted.
+///
+/// ```no_run
+/// # fn main() -> bpf_ringbuf::Result<()> {
+/// use bpf_ringbuf::{Error, UserRingBuf};
+/// let ring = UserRingBuf::create(1 << 16)?;
+/// let handle = ring.handle();
+/// std::thread::spawn(move || handle.close()); // e.g. on shutdown
+/// loop {
+///     match ring.reserve_blocking(64, None) {
+///         Ok(sample) => sample.submit(),
+///         Err(Error::Closed) => break,
+///         Err(e) => return Err(e),
+///     }
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ProducerHandle {
     shared: Arc<Shared>,

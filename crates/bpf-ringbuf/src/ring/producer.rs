@@ -617,6 +617,18 @@ pub(crate) struct UserCounters {
 ///
 /// Its bytes start as whatever the ring held there (earlier samples): write
 /// every byte the program reads.
+///
+/// ```no_run
+/// # fn main() -> bpf_ringbuf::Result<()> {
+/// let ring = bpf_ringbuf::UserRingBuf::create(1 << 16)?;
+/// let mut sample = ring.reserve(12)?;
+/// sample[..4].copy_from_slice(&7u32.to_le_bytes());
+/// sample[4..].copy_from_slice(&1_000u64.to_le_bytes());
+/// if sample.len() == 12 {
+///     sample.submit();
+/// } // else: dropped, so discarded
+/// # Ok(()) }
+/// ```
 pub struct Sample<'p> {
     producer: &'p UserProducer,
     /// The ring position of its header.
