@@ -9,6 +9,7 @@ mod report;
 mod rings;
 mod shards;
 mod spectate;
+mod user_ring;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -1005,7 +1006,7 @@ fn callgrind_table() -> Res<String> {
 }
 
 const USAGE: &str =
-    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,spectator,callgrind] [--rounds N] [--warmup N]
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,spectator,producer,callgrind] [--rounds N] [--warmup N]
               [--policy-rounds N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
@@ -1046,6 +1047,7 @@ fn main() -> Res<()> {
             "rings".into(),
             "tokio".into(),
             "spectator".into(),
+            "producer".into(),
             "callgrind".into(),
         ],
     };
@@ -1113,6 +1115,12 @@ fn main() -> Res<()> {
     } else {
         None
     };
+    // The user ring buffer producer (issue 11).
+    let up = if has("producer") {
+        user_ring::run(&o)?
+    } else {
+        vec![]
+    };
     let cg = if has("callgrind") {
         callgrind_table()?
     } else {
@@ -1137,6 +1145,7 @@ fn main() -> Res<()> {
     if let Some(sp) = &sp {
         md.push_str(&spectate::render(sp));
     }
+    md.push_str(&user_ring::render(&up));
     md.push_str(&cg);
     match (arg(&args, "--template"), arg(&args, "--out")) {
         (Some(t), Some(out)) => {

@@ -25,6 +25,12 @@ pub(crate) enum Key {
     /// A `testing::FakeRing`, by a number unique to it in this process.
     #[cfg(feature = "testing")]
     Fake(u64),
+    /// The producer of a user ring buffer map, by its id.
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    Producer(u32),
+    /// The producer of a `testing::FakeUserRing`, by a number unique to it.
+    #[cfg(feature = "testing")]
+    FakeProducer(u64),
 }
 
 impl Key {
@@ -33,6 +39,9 @@ impl Key {
             Key::Map(id) => Error::ConsumerExists { map_id: Some(id) },
             #[cfg(feature = "testing")]
             Key::Fake(_) => Error::ConsumerExists { map_id: None },
+            Key::Producer(id) => Error::ProducerExists { map_id: Some(id) },
+            #[cfg(feature = "testing")]
+            Key::FakeProducer(_) => Error::ProducerExists { map_id: None },
         }
     }
 }

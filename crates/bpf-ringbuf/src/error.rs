@@ -159,13 +159,56 @@ pub enum Error {
         map_id: Option<u32>,
     },
 
+    /// A [`UserRingBuf`](crate::UserRingBuf) sample that this ring can never
+    /// hold, now or later (the kernel's `E2BIG`): its record (8-byte header
+    /// included, rounded up to 8) is larger than the ring, or the sample is
+    /// larger than the kernel hands to a program (a dynptr of at most
+    /// [`abi::USER_RINGBUF_MAX_SAMPLE`](crate::abi::USER_RINGBUF_MAX_SAMPLE)
+    /// bytes). Retrying cannot help; [`RingFull`](Self::RingFull) is the
+    /// retryable one.
+    #[error(
+        "a sample of {len} bytes can never fit this user ring buffer: the largest is {max} bytes"
+    )]
+    SampleTooLarge {
+        /// The length asked for.
+        len: usize,
+        /// The largest sample this ring takes.
+        max: usize,
+    },
+
+    /// A [`UserRingBuf`](crate::UserRingBuf) has no room for the sample
+    /// right now (the kernel's `ENOSPC`): the kernel's program has not yet
+    /// drained enough. Retry later, or wait with
+    /// [`reserve_blocking`](crate::UserRingBuf::reserve_blocking).
+    #[error("no room for a sample of {len} bytes now: {available} bytes of the user ring buffer are free (the record needs {needed}); retry once the kernel drains it")]
+    RingFull {
+        /// The sample length asked for.
+        len: usize,
+        /// The ring bytes the record needs (header and padding included).
+        needed: usize,
+        /// The ring bytes free when the reservation failed.
+        available: usize,
+    },
+
+    /// This process already has a live producer of the user ring buffer (a
+    /// [`UserRingBuf`](crate::UserRingBuf) that has not been dropped): two
+    /// producers would reserve the same space. Dropping the first releases
+    /// the map.
+    #[error("this process already has a live producer of {}", match map_id { Some(id) => format!("user ring buffer map {id}"), None => "this fake user ring".to_string() })]
+    ProducerExists {
+        /// The kernel's id of the map (`None` for a
+        /// `testing::FakeUserRing`).
+        map_id: Option<u32>,
+    },
+
     /// The map's descriptor was opened read-only (`BPF_F_RDONLY`, for
-    /// example by `BPF_OBJ_GET` with read-only file flags), so the consumer
-    /// page cannot be mapped writable (a consumer), or the kernel maps no
-    /// part of the ring at all (a [`Spectator`](crate::Spectator): a
-    /// read-only descriptor cannot make the shared mapping it needs). Open
-    /// the map read-write.
-    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); the kernel maps a ring buffer only through a read-write descriptor (a consumer writes the consumer position), so open the map read-write")]
+    /// example by `BPF_OBJ_GET` with read-only file flags), so the part of
+    /// the ring this side writes cannot be mapped writable (a consumer's
+    /// consumer page, a user ring producer's producer page and data: `call`
+    /// says which), or the kernel maps no part of the ring at all (a
+    /// [`Spectator`](crate::Spectator): a read-only descriptor cannot make
+    /// the shared mapping it needs). Open the map read-write.
+    #[error("{call}: the map descriptor is read-only (opened with BPF_F_RDONLY); the kernel maps a ring buffer only through a read-write descriptor (a consumer writes the consumer position, a user ring producer its samples), so open the map read-write")]
     ReadOnlyMap {
         /// The system call that failed.
         call: &'static str,
@@ -337,7 +380,11 @@ impl From<Error> for io::Error {
             Error::Corrupt { .. }
             | Error::CorruptProducerPosition { .. }
             | Error::MisalignedConsumerPosition { .. } => io::ErrorKind::InvalidData,
-            Error::ConsumerExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::ConsumerExists { .. } | Error::ProducerExists { .. } => {
+                io::ErrorKind::AlreadyExists
+            }
+            Error::SampleTooLarge { .. } => io::ErrorKind::InvalidInput,
+            Error::RingFull { .. } => io::ErrorKind::WouldBlock,
             Error::PinNotFound { .. } => io::ErrorKind::NotFound,
             Error::PermissionDenied { .. } | Error::ReadOnlyMap { .. } => {
                 io::ErrorKind::PermissionDenied

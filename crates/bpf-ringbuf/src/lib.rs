@@ -91,6 +91,16 @@
 //! count records, discards, commits, sleeps, wakeups, BUSY stalls and the
 //! ring's fill high-water mark.
 //!
+//! # The other direction
+//!
+//! [`UserRingBuf`] produces into a `BPF_MAP_TYPE_USER_RINGBUF`, which a BPF
+//! program drains with `bpf_user_ringbuf_drain()`: samples are reserved and
+//! written in place ([`Sample`] derefs to `&mut [u8]`), then submitted or
+//! discarded, several at a time and in any order. It is `Send` but not
+//! `Sync` (one reserving thread, as the kernel requires), and
+//! [`Error::SampleTooLarge`] (never fits) is told apart from
+//! [`Error::RingFull`] (retry; [`UserRingBuf::reserve_blocking`] waits).
+//!
 //! # What this crate does not do
 //!
 //! It does not load or attach BPF programs (use aya or libbpf-rs for that and
@@ -129,7 +139,8 @@
 //!
 //! # Requirements
 //!
-//! Linux 5.8 or later (ring buffers), `CAP_BPF` or root to create or open maps.
+//! Linux 5.8 or later (ring buffers; 6.1 for the user ring buffer producer),
+//! `CAP_BPF` or root to create or open maps.
 //! The `testing` feature's kernel producer needs Linux 5.12 (BPF atomics) and
 //! `CAP_BPF` + `CAP_PERFMON`/root. Developed and tested on Linux 6.18 x86_64.
 //!
@@ -178,9 +189,11 @@ pub mod testing;
 pub mod tokio;
 #[cfg(feature = "zerocopy")]
 mod typed;
+#[cfg(target_os = "linux")]
+mod user_ringbuf;
 
 #[cfg(feature = "tokio")]
-pub use crate::tokio::{AsyncBatch, AsyncReader, RecordStream};
+pub use crate::tokio::{AsyncBatch, AsyncReader, AsyncUserRingBuf, RecordStream};
 pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, StopReason};
 pub use error::{Error, Result};
 #[cfg(target_os = "linux")]
@@ -200,6 +213,8 @@ pub use spectator::{
 pub use sys::windows::fd;
 #[cfg(feature = "zerocopy")]
 pub use typed::{view, view_prefix, view_slice, ExpectedSize, RecordExt};
+#[cfg(target_os = "linux")]
+pub use user_ringbuf::{ProducerHandle, ProducerStats, Sample, UserRingBuf};
 pub use wait::ReaderHandle;
 
 /// The runtime page size (`sysconf(_SC_PAGESIZE)`). Ring sizes are multiples of it.

@@ -127,6 +127,9 @@
 
 use std::borrow::BorrowMut;
 use std::cell::Cell;
+mod user_ringbuf;
+pub use user_ringbuf::AsyncUserRingBuf;
+
 use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

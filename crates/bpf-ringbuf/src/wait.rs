@@ -73,6 +73,13 @@ impl Shared {
         self.event.drain();
     }
 
+    /// Sets the closed flag, then wakes any sleeper (a reader's or a user
+    /// ring producer's) through the eventfd.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.event.notify();
+    }
+
     /// Consumes a pending flush.
     pub(crate) fn take_flush(&self) -> bool {
         // Relaxed load first, so the common no-flush case does not write the
@@ -119,8 +126,7 @@ impl ReaderHandle {
     /// once, even if records remain (they stay in the map for another reader).
     /// Idempotent.
     pub fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        self.shared.event.notify();
+        self.shared.close();
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -141,13 +147,23 @@ pub(crate) struct Waiter {
 #[cfg(target_os = "linux")]
 impl Waiter {
     pub(crate) fn new(ring_fd: BorrowedFd<'_>, shared: &Shared) -> Result<Waiter> {
+        Waiter::with_events(ring_fd, (libc::EPOLLIN | libc::EPOLLET) as u32, shared)
+    }
+
+    /// A waiter on `ring_fd` for `events` (a user ring buffer's producer
+    /// waits for `EPOLLOUT | EPOLLET`: the kernel wakes it after a drain).
+    pub(crate) fn with_events(
+        ring_fd: BorrowedFd<'_>,
+        events: u32,
+        shared: &Shared,
+    ) -> Result<Waiter> {
         let epoll = Epoll::new()?;
         // Edge-triggered: epoll_wait returns only after a new wakeup from the
         // kernel, never merely because bytes are unconsumed. That is safe
         // because every sleep is preceded by publish + fence + re-check (see
         // `ring`), and it lets a reader sleep while the head record is BUSY
         // (the ring fd would stay "readable" under level triggering).
-        epoll.add(ring_fd, (libc::EPOLLIN | libc::EPOLLET) as u32, TOKEN_RING)?;
+        epoll.add(ring_fd, events, TOKEN_RING)?;
         epoll.add(shared.event.as_fd(), libc::EPOLLIN as u32, TOKEN_EVENT)?;
         Ok(Waiter { epoll })
     }

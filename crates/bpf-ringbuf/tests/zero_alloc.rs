@@ -312,3 +312,40 @@ fn napping_reads_allocate_nothing(policy: bpf_ringbuf::WakePolicy) {
         );
     }
 }
+
+/// The user ring buffer producer's per-sample path allocates nothing:
+/// reserve, write in place, submit or discard, and the `RingFull` refusal
+/// that ends a fill (the same producer code as over a kernel map, here over
+/// `testing::FakeUserRing`, which needs no privileges).
+#[test]
+fn user_ring_producer_allocates_nothing() {
+    let fake = bpf_ringbuf::testing::FakeUserRing::new(1 << 16).expect("fake user ring");
+    let producer = fake.producer().expect("producer");
+    for round in 0..3u8 {
+        let (allocs, n) = allocs_in(|| {
+            let mut n = 0u64;
+            loop {
+                match producer.reserve(8 + (n % 64) as usize) {
+                    Ok(mut s) => {
+                        s.fill(round);
+                        if n % 7 == 6 {
+                            s.discard();
+                        } else {
+                            s.submit();
+                        }
+                        n += 1;
+                    }
+                    Err(Error::RingFull { .. }) => return n,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        });
+        assert_eq!(
+            allocs, 0,
+            "round {round}: {allocs} allocations for {n} samples"
+        );
+        assert!(n > 1000, "{n}");
+        fake.drain(|s| assert!(s.iter().all(|&b| b == round)))
+            .expect("drain");
+    }
+}

@@ -33,6 +33,13 @@ pub const DISCARD_BIT: u32 = 1 << 30;
 /// `UINT_MAX / 4`, and a record must also fit the ring.)
 pub const MAX_RECORD_LEN: usize = (1 << 30) - 1;
 
+/// The largest sample a `BPF_MAP_TYPE_USER_RINGBUF` can carry, whatever the
+/// ring size: the kernel hands each sample to the program as a dynptr, whose
+/// size field has 24 bits (`DYNPTR_MAX_SIZE`), and its drain stops with
+/// `E2BIG` at a larger one, for good. (A sample must also fit the ring:
+/// header included, at most the ring size.)
+pub const USER_RINGBUF_MAX_SAMPLE: usize = (1 << 24) - 1;
+
 /// The payload length of a header word, flag bits stripped.
 #[inline(always)]
 pub const fn header_len(word: u32) -> usize {

@@ -71,7 +71,8 @@
 
 pub mod abi;
 pub(crate) mod cursor;
-#[cfg(any(test, feature = "testing"))]
+// The user ring producer is Linux-only for now; the protocol code is not.
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 pub(crate) mod producer;
 // The spectator's public face is Linux-only for now; its ring logic (and its
 // unit tests) is platform-independent, like the cursor's.
@@ -246,8 +247,8 @@ impl RawRing {
 
     /// The 32-bit word at data offset `pos & mask`, rounded down to 4 bytes:
     /// a header's `len` (or, 4 bytes on, its `pg_off`).
-    #[cfg(any(test, feature = "testing"))]
     #[inline]
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
     fn header_atomic(&self, pos: usize) -> &AtomicU32 {
         let off = pos & self.mask & !3;
         // SAFETY: `off < size`, inside the data area (`new`'s contract), and
@@ -446,3 +447,5 @@ impl RecordPtr {
 mod spsc_tests;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod user_tests;

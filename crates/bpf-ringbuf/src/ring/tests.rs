@@ -5,16 +5,52 @@ use super::*;
 use std::cell::UnsafeCell;
 use std::rc::Rc;
 
-/// Plain memory in the kernel's layout, the data area's second copy kept
-/// equal by the producer (`mirror`), and the ring layer's own producer.
-pub(crate) struct Mem {
-    /// Declared first: it points into the cells below.
-    pub(crate) producer: RawProducer,
+/// Plain memory in the kernel's layout: the two position words and a data
+/// area of `2 * size` bytes whose halves are distinct (a producer over it
+/// mirrors them). Shared with `user_tests.rs`.
+pub(super) struct PlainMem {
     // `Rc`, not `Box`: moving a `Box` asserts unique access to its contents
     // (Stacked Borrows), which would invalidate the ring's pointers.
-    _cons: Rc<UnsafeCell<usize>>,
-    _prod: Rc<UnsafeCell<usize>>,
-    _data: Rc<[UnsafeCell<u64>]>,
+    pub(super) cons: Rc<UnsafeCell<usize>>,
+    pub(super) prod: Rc<UnsafeCell<usize>>,
+    pub(super) data: Rc<[UnsafeCell<u64>]>,
+}
+
+impl PlainMem {
+    /// Both positions at `start`, the data zeroed.
+    pub(super) fn new(size: usize, start: usize) -> PlainMem {
+        PlainMem {
+            cons: Rc::new(UnsafeCell::new(start)),
+            prod: Rc::new(UnsafeCell::new(start)),
+            data: (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect(),
+        }
+    }
+
+    /// A ring over this memory.
+    ///
+    /// # Safety
+    ///
+    /// The result is used only while `self` lives.
+    pub(super) unsafe fn ring(&self, size: usize) -> RawRing {
+        // SAFETY: the cells live as long as `self` (the caller's promise);
+        // the data area is 2*size bytes, 8-aligned (u64 cells), writable.
+        unsafe {
+            RawRing::new(
+                NonNull::new(self.cons.get()).unwrap(),
+                NonNull::new(self.prod.get()).unwrap(),
+                NonNull::new(UnsafeCell::raw_get(self.data.as_ptr()).cast::<u8>()).unwrap(),
+                size,
+            )
+        }
+    }
+}
+
+/// [`PlainMem`] and the ring layer's own producer over it, the data area's
+/// second copy kept equal by the producer (`mirror`).
+pub(crate) struct Mem {
+    /// Declared first: it points into `_mem` and `over`.
+    pub(crate) producer: RawProducer,
+    _mem: PlainMem,
     /// The `overwrite_pos` word (used in overwrite mode only).
     over: Rc<UnsafeCell<usize>>,
 }
@@ -35,21 +71,14 @@ impl Mem {
     }
 
     fn build(size: usize, start: usize, overwrite: bool) -> Mem {
+        let mem = PlainMem::new(size, start);
         let over = Rc::new(UnsafeCell::new(start));
-        let cons = Rc::new(UnsafeCell::new(start));
-        let prod = Rc::new(UnsafeCell::new(start));
-        let data: Rc<[UnsafeCell<u64>]> = (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect();
-        // SAFETY: the cells live in `Mem` as long as the producer (declared
-        // before them, so dropped first); the data area is 2*size bytes,
-        // 8-aligned (u64 cells), writable, its halves distinct (mirrored by
-        // the producer). Nothing else produces into it.
+        // SAFETY: `mem` and `over` live in `Mem` as long as the producer
+        // (declared before them, so dropped first); the halves of the data
+        // area are distinct (mirrored by the producer). Nothing else
+        // produces into it.
         let producer = unsafe {
-            let ring = RawRing::new(
-                NonNull::new(cons.get()).unwrap(),
-                NonNull::new(prod.get()).unwrap(),
-                NonNull::new(UnsafeCell::raw_get(data.as_ptr()).cast::<u8>()).unwrap(),
-                size,
-            );
+            let ring = mem.ring(size);
             if overwrite {
                 RawProducer::new_overwrite(ring, true, NonNull::new(over.get()).unwrap())
             } else {
@@ -58,9 +87,7 @@ impl Mem {
         };
         Mem {
             producer,
-            _cons: cons,
-            _prod: prod,
-            _data: data,
+            _mem: mem,
             over,
         }
     }

@@ -28,6 +28,8 @@ pub(crate) const BPF_OBJ_GET: u32 = 7;
 pub(crate) const BPF_PROG_TEST_RUN: u32 = 10;
 pub(crate) const BPF_MAP_GET_FD_BY_ID: u32 = 14;
 pub(crate) const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+#[cfg(feature = "testing")]
+pub(crate) const BPF_BTF_LOAD: u32 = 18;
 
 /// `BPF_F_NUMA_NODE`: the map was allocated on a chosen NUMA node.
 pub(crate) const BPF_F_NUMA_NODE: u32 = 1 << 2;
@@ -57,7 +59,6 @@ pub(crate) const BPF_MAP_TYPE_RINGBUF: u32 = 27;
 #[cfg(windows)]
 pub(crate) const BPF_MAP_TYPE_RINGBUF: u32 = 13;
 /// `BPF_MAP_TYPE_USER_RINGBUF`: userspace producer, kernel consumer.
-#[cfg(test)]
 pub(crate) const BPF_MAP_TYPE_USER_RINGBUF: u32 = 31;
 
 /// `BPF_PROG_TYPE_SOCKET_FILTER`, runnable with `BPF_PROG_TEST_RUN`.
@@ -141,6 +142,11 @@ pub(crate) struct ProgLoadAttr {
     pub prog_name: [u8; 16],
     pub prog_ifindex: u32,
     pub expected_attach_type: u32,
+    pub prog_btf_fd: u32,
+    pub func_info_rec_size: u32,
+    pub func_info: u64,
+    pub func_info_cnt: u32,
+    pub line_info_rec_size: u32,
 }
 
 #[cfg(any(test, feature = "testing"))]
@@ -377,6 +383,55 @@ pub(crate) fn map_lookup(fd: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> Re
 /// `bpf(BPF_PROG_LOAD)`. On failure the verifier log is returned in the error.
 #[cfg(feature = "testing")]
 pub(crate) fn prog_load(prog_type: u32, insns: &[u64], name: &str) -> Result<OwnedFd, Error> {
+    prog_load_with_btf(prog_type, insns, name, None)
+}
+
+/// The `BPF_BTF_LOAD` member of `union bpf_attr`.
+#[cfg(feature = "testing")]
+#[repr(C)]
+#[derive(Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+}
+
+/// `bpf(BPF_BTF_LOAD)`: loads a BTF blob; on failure the kernel's log is
+/// in the error ([`Error::ProgramRejected`]).
+#[cfg(feature = "testing")]
+pub(crate) fn btf_load(blob: &[u8]) -> Result<OwnedFd, Error> {
+    let mut log = vec![0u8; 64 << 10];
+    let mut attr = BtfLoadAttr {
+        btf: blob.as_ptr() as u64,
+        btf_size: blob.len() as u32,
+        btf_log_buf: log.as_mut_ptr() as u64,
+        btf_log_size: log.len() as u32,
+        btf_log_level: 1,
+    };
+    match bpf("bpf(BPF_BTF_LOAD)", BPF_BTF_LOAD, &mut attr) {
+        Ok(fd) => Ok(owned(fd)),
+        Err(Error::Syscall { source, .. }) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(Error::ProgramRejected {
+                source,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `bpf(BPF_PROG_LOAD)` with BTF `func_info` (`prog_btf_fd`, and one
+/// `{insn_off, type_id}` per function) when `btf` is given.
+#[cfg(feature = "testing")]
+pub(crate) fn prog_load_with_btf(
+    prog_type: u32,
+    insns: &[u64],
+    name: &str,
+    btf: Option<(BorrowedFd<'_>, &[[u32; 2]])>,
+) -> Result<OwnedFd, Error> {
     let license = c"GPL";
     let mut attr = ProgLoadAttr {
         prog_type,
@@ -386,6 +441,12 @@ pub(crate) fn prog_load(prog_type: u32, insns: &[u64], name: &str) -> Result<Own
         prog_name: obj_name(name),
         ..Default::default()
     };
+    if let Some((fd, funcs)) = btf {
+        attr.prog_btf_fd = fd.as_raw_fd() as u32;
+        attr.func_info_rec_size = 8;
+        attr.func_info = funcs.as_ptr() as u64;
+        attr.func_info_cnt = funcs.len() as u32;
+    }
     match bpf("bpf(BPF_PROG_LOAD)", BPF_PROG_LOAD, &mut attr) {
         Ok(fd) => Ok(owned(fd)),
         Err(Error::PermissionDenied { call, source })
@@ -421,6 +482,8 @@ pub(crate) fn prog_load(prog_type: u32, insns: &[u64], name: &str) -> Result<Own
 pub(crate) struct TestRunResult {
     /// Mean nanoseconds per run, as measured by the kernel.
     pub duration_ns: u32,
+    /// The program's return value (of the last run).
+    pub retval: u32,
 }
 
 /// `bpf(BPF_PROG_TEST_RUN)` with `repeat` runs over `data_in`, and `ctx_in`
@@ -448,6 +511,7 @@ pub(crate) fn prog_test_run(
     bpf("bpf(BPF_PROG_TEST_RUN)", BPF_PROG_TEST_RUN, &mut attr)?;
     Ok(TestRunResult {
         duration_ns: attr.duration,
+        retval: attr.retval,
     })
 }
 
@@ -582,6 +646,10 @@ mod tests {
         assert_eq!(offset_of!(ProgLoadAttr, kern_version), 40);
         assert_eq!(offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(offset_of!(ProgLoadAttr, expected_attach_type), 68);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_btf_fd), 72);
+        assert_eq!(offset_of!(ProgLoadAttr, func_info), 80);
+        assert_eq!(offset_of!(ProgLoadAttr, func_info_cnt), 88);
+        assert_eq!(std::mem::size_of::<ProgLoadAttr>(), 96);
         assert_eq!(offset_of!(TestRunAttr, data_in), 16);
         assert_eq!(offset_of!(TestRunAttr, repeat), 32);
         assert_eq!(offset_of!(TestRunAttr, duration), 36);

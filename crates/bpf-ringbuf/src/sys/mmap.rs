@@ -159,6 +159,32 @@ impl Drop for Mmap {
     }
 }
 
+/// Maps a `BPF_MAP_TYPE_USER_RINGBUF` of `size` data bytes as its producer
+/// must (the kernel's `ringbuf_map_mmap_user` refuses a writable consumer
+/// page): the consumer page read-only (file offset 0, one page), then the
+/// producer page and the data pages, mapped twice by the kernel, read-write
+/// (file offset one page, `page + 2 * size` bytes), as libbpf's
+/// `user_ringbuf_map`. Returns `(consumer, producer)`.
+///
+/// The writable mapping comes first: for a read-only descriptor it is the
+/// one refused (`EACCES`, [`Error::ReadOnlyMap`]).
+pub(crate) fn map_user_ring(fd: BorrowedFd<'_>, size: usize) -> Result<(Mmap, Mmap), Error> {
+    let page = super::page_size();
+    let producer = Mmap::map(
+        "mmap(user ring producer page and data)",
+        fd,
+        page + 2 * size,
+        page,
+        true,
+    )
+    .map_err(|e| match e {
+        Error::PermissionDenied { call, source } => Error::ReadOnlyMap { call, source },
+        e => e,
+    })?;
+    let consumer = Mmap::map("mmap(user ring consumer page)", fd, page, 0, false)?;
+    Ok((consumer, producer))
+}
+
 /// A ring buffer's memory in the kernel's layout, from a memfd (for the fake
 /// ring): one `PROT_NONE` reservation of `2 * page + 2 * size` bytes filled
 /// with three `MAP_FIXED` shared mappings of one memfd, so the data pages

@@ -10,6 +10,8 @@ pub(crate) const R0: Reg = 0;
 pub(crate) const R1: Reg = 1;
 pub(crate) const R2: Reg = 2;
 pub(crate) const R3: Reg = 3;
+pub(crate) const R4: Reg = 4;
+pub(crate) const R5: Reg = 5;
 pub(crate) const R6: Reg = 6;
 pub(crate) const R7: Reg = 7;
 pub(crate) const R8: Reg = 8;
@@ -25,6 +27,10 @@ const ALU64_OR_X: u8 = 0x4f;
 const ALU64_RSH_K: u8 = 0x77;
 const ALU64_LSH_K: u8 = 0x67;
 const ALU64_MOD_K: u8 = 0x97;
+const ALU64_ADD_X: u8 = 0x0f;
+const ALU64_ARSH_K: u8 = 0xc7;
+const JMP_JGT_K: u8 = 0x25;
+const JMP_JEQ_K: u8 = 0x15;
 const JMP_JNE_K: u8 = 0x55;
 const JMP_JLT_X: u8 = 0xad;
 const JMP_CALL: u8 = 0x85;
@@ -40,6 +46,9 @@ const ATOMIC_DW: u8 = 0xdb;
 const BPF_ADD: i32 = 0x00;
 const BPF_FETCH: i32 = 0x01;
 const BPF_PSEUDO_MAP_FD: u8 = 1;
+/// `ld_imm64` source: the address of a subprogram (`imm` = its instruction
+/// offset, relative to the instruction after the `ld_imm64`'s first half).
+const BPF_PSEUDO_FUNC: u8 = 4;
 
 /// Helper function ids.
 pub(crate) const FN_MAP_LOOKUP_ELEM: i32 = 1;
@@ -48,6 +57,9 @@ pub(crate) const FN_RINGBUF_RESERVE: i32 = 131;
 pub(crate) const FN_RINGBUF_SUBMIT: i32 = 132;
 pub(crate) const FN_RINGBUF_DISCARD: i32 = 133;
 pub(crate) const FN_RINGBUF_QUERY: i32 = 134;
+pub(crate) const FN_RINGBUF_OUTPUT: i32 = 130;
+pub(crate) const FN_DYNPTR_READ: i32 = 201;
+pub(crate) const FN_USER_RINGBUF_DRAIN: i32 = 209;
 
 /// `BPF_RB_AVAIL_DATA`: the `bpf_ringbuf_query` flag for the unconsumed bytes
 /// (`producer_pos - consumer_pos`).
@@ -67,6 +79,8 @@ pub(crate) struct Asm {
     insns: Vec<u64>,
     labels: Vec<Option<usize>>,
     fixups: Vec<(usize, Label)>,
+    /// `ld_imm64` of a subprogram's address, resolved in `imm`.
+    func_fixups: Vec<(usize, Label)>,
 }
 
 fn insn(code: u8, dst: Reg, src: Reg, off: i16, imm: i32) -> u64 {
@@ -132,6 +146,33 @@ impl Asm {
     pub(crate) fn ld_map_fd(&mut self, dst: Reg, fd: i32) -> &mut Self {
         self.push(LD_IMM64, dst, BPF_PSEUDO_MAP_FD, 0, fd);
         self.push(0, 0, 0, 0, 0)
+    }
+    /// `dst = &subprogram` (`BPF_PSEUDO_FUNC`, two instruction slots): a
+    /// callback for helpers such as `bpf_user_ringbuf_drain`. The label
+    /// marks the subprogram's first instruction; the program then needs BTF
+    /// `func_info` for every subprogram ([`btf_funcs`]).
+    pub(crate) fn ld_func(&mut self, dst: Reg, func: Label) -> &mut Self {
+        self.func_fixups.push((self.insns.len(), func));
+        self.push(LD_IMM64, dst, BPF_PSEUDO_FUNC, 0, 0);
+        self.push(0, 0, 0, 0, 0)
+    }
+    /// The instruction index a bound label stands for.
+    pub(crate) fn position(&self, l: Label) -> Option<usize> {
+        self.labels[l.0]
+    }
+    pub(crate) fn add(&mut self, dst: Reg, src: Reg) -> &mut Self {
+        self.push(ALU64_ADD_X, dst, src, 0, 0)
+    }
+    /// `dst s>>= imm` (arithmetic).
+    pub(crate) fn arsh_imm(&mut self, dst: Reg, imm: i32) -> &mut Self {
+        self.push(ALU64_ARSH_K, dst, 0, 0, imm)
+    }
+    /// `if dst > imm goto to` (unsigned).
+    pub(crate) fn jgt_imm(&mut self, dst: Reg, imm: i32, to: Label) -> &mut Self {
+        self.jump(JMP_JGT_K, dst, 0, imm, to)
+    }
+    pub(crate) fn jeq_imm(&mut self, dst: Reg, imm: i32, to: Label) -> &mut Self {
+        self.jump(JMP_JEQ_K, dst, 0, imm, to)
     }
     pub(crate) fn ldx_w(&mut self, dst: Reg, src: Reg, off: i16) -> &mut Self {
         self.push(LDX_W, dst, src, off, 0)
@@ -204,8 +245,68 @@ impl Asm {
             b[2..4].copy_from_slice(&off.to_le_bytes());
             self.insns[at] = u64::from_le_bytes(b);
         }
+        for (at, label) in std::mem::take(&mut self.func_fixups) {
+            let target = self.labels[label.0]
+                .ok_or_else(|| bad(format!("function address at {at} of an unbound label")))?;
+            // The verifier finds the subprogram at `at + imm + 1`.
+            let imm = target as i64 - at as i64 - 1;
+            let mut b = self.insns[at].to_le_bytes();
+            b[4..8].copy_from_slice(&(imm as i32).to_le_bytes());
+            self.insns[at] = u64::from_le_bytes(b);
+        }
         Ok(self.insns)
     }
+}
+
+/// A minimal BTF blob (`BPF_BTF_LOAD`) describing a program's functions,
+/// for the verifier's `func_info`: type 1 `int`, type 2 `void *`, then per
+/// function a `FUNC_PROTO` (returning `int`, `params` arguments of type
+/// `void *`) and a `FUNC` (ids `3 + 2i` and `4 + 2i`). The first function
+/// is the program (global linkage), the others static subprograms (what
+/// the verifier requires of a callback). Returns the blob and each `FUNC`'s
+/// type id.
+pub(crate) fn btf_funcs(funcs: &[(&str, u32)]) -> (Vec<u8>, Vec<u32>) {
+    const KIND_INT: u32 = 1;
+    const KIND_PTR: u32 = 2;
+    const KIND_FUNC: u32 = 12;
+    const KIND_FUNC_PROTO: u32 = 13;
+    const LINKAGE_GLOBAL: u32 = 1;
+    let mut strings = vec![0u8];
+    let mut name = |s: &str| {
+        let off = strings.len() as u32;
+        strings.extend_from_slice(s.as_bytes());
+        strings.push(0);
+        off
+    };
+    let mut types: Vec<u32> = Vec::new();
+    // 1: int (signed, 32 bits).
+    types.extend([name("int"), KIND_INT << 24, 4, (1 << 24) | 32]);
+    // 2: void *.
+    types.extend([0, KIND_PTR << 24, 0]);
+    let mut ids = Vec::new();
+    for (i, &(func, params)) in funcs.iter().enumerate() {
+        let proto = 3 + 2 * i as u32;
+        types.extend([0, (KIND_FUNC_PROTO << 24) | params, 1]);
+        for p in 0..params {
+            types.extend([name(&format!("arg{p}")), 2]);
+        }
+        let linkage = if i == 0 { LINKAGE_GLOBAL } else { 0 };
+        types.extend([name(func), (KIND_FUNC << 24) | linkage, proto]);
+        ids.push(proto + 1);
+    }
+    let type_len = 4 * types.len() as u32;
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&0xeb9fu16.to_ne_bytes());
+    blob.extend_from_slice(&[1, 0]); // version 1, flags 0
+    for w in [24, 0, type_len, type_len, strings.len() as u32] {
+        // hdr_len, type_off, type_len, str_off, str_len
+        blob.extend_from_slice(&w.to_ne_bytes());
+    }
+    for w in types {
+        blob.extend_from_slice(&w.to_ne_bytes());
+    }
+    blob.extend_from_slice(&strings);
+    (blob, ids)
 }
 
 #[cfg(test)]
@@ -224,6 +325,37 @@ mod tests {
             insn(STX_DW, R10, R1, -8, 0).to_le_bytes(),
             [0x7b, 0x1a, 0xf8, 0xff, 0, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn function_addresses_are_relative_to_the_next_instruction() {
+        // r2 = &f (ld_imm64, src 4) at 0-1, exit at 2, f at 3: imm = 3 - 0 - 1.
+        let mut a = Asm::default();
+        let f = a.label();
+        a.ld_func(R2, f).exit().bind(f).mov_imm(R0, 0).exit();
+        let p = a.finish().unwrap();
+        let b = p[0].to_le_bytes();
+        assert_eq!((b[0], b[1]), (LD_IMM64, 0x42));
+        assert_eq!(i32::from_le_bytes(b[4..8].try_into().unwrap()), 2);
+        assert_eq!(p[1], 0);
+    }
+
+    #[test]
+    fn btf_blob_layout() {
+        let (blob, ids) = btf_funcs(&[("main", 1), ("cb", 2)]);
+        let word = |i: usize| u32::from_ne_bytes(blob[i..i + 4].try_into().unwrap());
+        assert_eq!(u16::from_ne_bytes([blob[0], blob[1]]), 0xeb9f);
+        assert_eq!((blob[2], blob[3]), (1, 0));
+        let (hdr, type_off, type_len, str_off, str_len) =
+            (word(4), word(8), word(12), word(16), word(20));
+        assert_eq!((hdr, type_off, str_off), (24, 0, type_len));
+        assert_eq!(blob.len(), (24 + type_len + str_len) as usize);
+        // int (4 words), void * (3), then per function a FUNC_PROTO (3 + 2
+        // per parameter) and a FUNC (3).
+        assert_eq!(type_len, 4 * (4 + 3 + (3 + 2 + 3) + (3 + 4 + 3)));
+        assert_eq!(ids, [4, 6]);
+        // The strings end with the names, NUL-terminated.
+        assert!(blob.ends_with(b"cb\0"));
     }
 
     #[test]

@@ -24,9 +24,11 @@
 mod asm;
 mod fake_ring;
 mod producer;
+mod user_ring;
 
 pub use fake_ring::{FakeRing, Reservation};
 pub use producer::{KernelProducer, ProduceReport, ProducerConfig, RecordSize, Wakeup};
+pub use user_ring::{FakeUserRing, KernelDrain, MAX_COPIED_SAMPLE, MAX_DRAIN_SAMPLES};
 
 use std::path::{Path, PathBuf};
 
