@@ -131,6 +131,7 @@ mod consumer;
 mod error;
 mod lost;
 mod map;
+mod map_info;
 mod reader;
 #[expect(unsafe_code, reason = "the ring protocol over mapped memory")]
 mod ring;
@@ -152,6 +153,7 @@ pub use consumer::{Budget, ConsumeStats, Consumer, Readiness, Record, Stats, Sto
 pub use error::{Error, Result};
 pub use lost::{LostCounter, LostEvents};
 pub use map::RingBuf;
+pub use map_info::{map_ids, MapIds, MapInfo};
 pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
 pub use ring_set::{RingSet, RingSetStats, RoundStats};
