@@ -1,0 +1,399 @@
+//! `tail <ID|PIN>`: print records as they arrive.
+
+use std::io::{BufWriter, IsTerminal as _, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use bpf_ringbuf::{abi, Error, MapInfo, Reader, RingBuf, WakePolicy};
+use serde_json::json;
+
+use crate::common::{holders_of, lost_counter, parse_count, parse_duration, Holder, Target};
+use crate::layout::{hex, Layout};
+
+/// Print a ring's records as they arrive, without consuming them
+///
+/// Records are printed as they arrive, without taking them from the process
+/// that owns the ring (unless --consume).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  bpf-ringbuf tail 42
+  bpf-ringbuf tail /sys/fs/bpf/events --layout 'u32 pid, u32 tgid, u64 ts, char[16] comm'
+  bpf-ringbuf tail 42 --format json --count 100 | jq .fields.comm
+  bpf-ringbuf tail 42 --format raw --timeout 10s > records.bin
+  bpf-ringbuf tail 42 --consume --max-latency 10ms     be the ring's consumer
+
+Formats: hex (a hexdump per record), json (JSON lines: pos, len, the payload in
+hex or base64, and the --layout fields), raw (frames of a u32 little-endian
+length and the record's bytes, for another program; --layout does not change
+them). --layout fields: u8..u64, i8..i64 (little-endian), char[N] (text),
+u8[N] (hex), at C struct offsets.
+
+Without --consume the ring's consumer position is never written: the owner
+still gets every record. --consume makes this tool the consumer: records it
+prints are gone for everyone else, so it refuses while another process holds
+the ring, unless --force.
+
+Ends after --count records, at --timeout, when stdout closes (exit 0, quietly)
+or on Ctrl-C (a summary line on stderr: records, bytes, lapped, lost).")]
+pub struct Args {
+    /// The ring: a map id (see `list`) or a pin path.
+    target: Target,
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = Format::Hex)]
+    format: Format,
+    /// Decode each record into named fields: 'TYPE NAME, ...'.
+    #[arg(long, value_name = "FIELDS", value_parser = Layout::parse)]
+    layout: Option<Layout>,
+    /// How json shows the payload.
+    #[arg(long, value_enum, default_value_t = Payload::Hex)]
+    payload: Payload,
+    /// Stop after N records.
+    #[arg(long, short = 'n', value_name = "N", value_parser = parse_count)]
+    count: Option<u64>,
+    /// Stop after this long (e.g. 500ms, 10s).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    timeout: Option<Duration>,
+    /// Wake policy: nap up to this long on an empty ring instead of being
+    /// woken by the producer for each record (cheaper for the producer).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_latency: Option<Duration>,
+    /// Where to start: the oldest record still in the ring, or only records
+    /// written from now on.
+    #[arg(long, value_enum, default_value_t = Since::Oldest)]
+    since: Since,
+    /// Consume the records (this tool becomes the ring's consumer).
+    #[arg(long)]
+    consume: bool,
+    /// With --consume: consume even though another process holds the ring.
+    #[arg(long, requires = "consume")]
+    force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Hex,
+    Json,
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Payload {
+    Hex,
+    Base64,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Since {
+    /// The oldest record still in the ring (with --consume: the oldest
+    /// unconsumed one).
+    Oldest,
+    /// Records written after the start.
+    Now,
+}
+
+/// How often the loop looks up from a blocking read: for Ctrl-C in the
+/// modes without a close handle, and whether the ring still exists.
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Where records come from.
+enum Source {
+    /// The ring's consumer: every record printed is consumed.
+    Consume(Reader),
+}
+
+/// A record copied out of the ring.
+struct Rec {
+    pos: u64,
+    data: Vec<u8>,
+}
+
+/// How a wait ended.
+enum Waited {
+    Ready,
+    Deadline,
+    Closed,
+}
+
+impl Source {
+    /// The next record present now, copied into `rec`, or `false`.
+    fn try_next(&mut self, rec: &mut Rec) -> anyhow::Result<bool> {
+        match self {
+            Source::Consume(r) => match r.try_read_zero_copy() {
+                Ok(Some(data)) => {
+                    let end = r.read_position() as u64;
+                    rec.pos = end.wrapping_sub(abi::record_stride(data.len()) as u64);
+                    rec.data.clear();
+                    rec.data.extend_from_slice(data);
+                    Ok(true)
+                }
+                Ok(None) | Err(Error::Closed) => Ok(false),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// The record returned last has been written out.
+    fn done(&mut self) {
+        match self {
+            Source::Consume(r) => r.commit(),
+        }
+    }
+
+    /// Waits for a record until `deadline`.
+    fn wait(&mut self, deadline: Instant) -> anyhow::Result<Waited> {
+        match self {
+            Source::Consume(r) => {
+                r.set_deadline(Some(deadline));
+                match r.wait() {
+                    Ok(()) => Ok(Waited::Ready),
+                    Err(Error::DeadlineExceeded | Error::Flushed) => Ok(Waited::Deadline),
+                    Err(Error::Closed) => Ok(Waited::Closed),
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    fn lapped(&self) -> (u64, u64) {
+        match self {
+            Source::Consume(_) => (0, 0),
+        }
+    }
+}
+
+/// What was printed.
+#[derive(Default)]
+struct Totals {
+    records: u64,
+    bytes: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let ring = args.target.open()?;
+    let info = MapInfo::of(&ring)?;
+    let holders = holders_of(info.id);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut source = open_source(&args, &ring, &holders, &stop)?;
+    let lost = lost_counter(&args.target, &info.name);
+    let lost_at_start = lost.as_ref().and_then(|l| l.read().ok()).map(|l| l.total);
+
+    let tty = std::io::stdout().is_terminal();
+    let mut out = BufWriter::with_capacity(64 << 10, std::io::stdout().lock());
+    let end_at = args.timeout.map(|t| Instant::now() + t);
+    let mut totals = Totals::default();
+    let mut rec = Rec {
+        pos: 0,
+        data: Vec::new(),
+    };
+    let mut next_check = Instant::now() + CHECK_EVERY;
+    let reason = loop {
+        if args.count.is_some_and(|c| totals.records >= c) {
+            break End::Count;
+        }
+        if source.try_next(&mut rec)? {
+            write_record(&mut out, &args, &rec, totals.records)?;
+            if tty {
+                out.flush()?;
+            }
+            source.done();
+            totals.records += 1;
+            totals.bytes += rec.data.len() as u64;
+            continue;
+        }
+        // Nothing now: show what was written, then wait.
+        out.flush()?;
+        if stop.load(Ordering::Relaxed) {
+            break End::Interrupted;
+        }
+        let now = Instant::now();
+        if end_at.is_some_and(|t| now >= t) {
+            break End::Timeout;
+        }
+        if now >= next_check {
+            check_still_there(&args.target, &info, &holders)?;
+            next_check = now + CHECK_EVERY;
+        }
+        let deadline = end_at.map_or(next_check, |t| t.min(next_check));
+        match source.wait(deadline)? {
+            Waited::Ready | Waited::Deadline => {}
+            Waited::Closed => break End::Interrupted,
+        }
+    };
+    out.flush()?;
+    if reason != End::Count {
+        let (lapped, lapped_bytes) = source.lapped();
+        let lost = match (lost.and_then(|l| l.read().ok()), lost_at_start) {
+            (Some(now), Some(then)) => format!("{} lost", now.total.wrapping_sub(then)),
+            _ => "lost unknown (no lost-event counter)".into(),
+        };
+        eprintln!(
+            "bpf-ringbuf tail: {} records, {} bytes, {lapped} lapped ({lapped_bytes} bytes), {lost}{}",
+            totals.records,
+            totals.bytes,
+            match reason {
+                End::Interrupted => " (interrupted)",
+                End::Timeout => " (timeout)",
+                End::Count => "",
+            }
+        );
+    }
+    Ok(())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum End {
+    Count,
+    Timeout,
+    Interrupted,
+}
+
+fn open_source(
+    args: &Args,
+    ring: &RingBuf,
+    holders: &[Holder],
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<Source> {
+    if !args.consume {
+        bail!(
+            "tail without --consume needs the library's spectator (reads that never consume), \
+             which this build does not have yet: use --consume to read as the ring's consumer"
+        );
+    }
+    if !holders.is_empty() && !args.force {
+        let who: Vec<String> = holders.iter().map(ToString::to_string).collect();
+        bail!(
+            "{} is held by {}: consuming would take its events from it; \
+             use --force to consume anyway, or leave out --consume",
+            args.target,
+            who.join(", ")
+        );
+    }
+    let mut reader = Reader::new(ring).context("cannot consume the ring")?;
+    if let Some(max_latency) = args.max_latency {
+        reader.set_wake_policy(WakePolicy::Adaptive { max_latency });
+    }
+    if args.since == Since::Now {
+        // Consumed without printing: the records present are skipped.
+        reader.consume(|_| std::ops::ControlFlow::Continue(()))?;
+    }
+    let handle = reader.handle();
+    let stop = stop.clone();
+    ctrlc::set_handler(move || {
+        stop.store(true, Ordering::Relaxed);
+        handle.close();
+    })
+    .context("cannot handle Ctrl-C")?;
+    Ok(Source::Consume(reader))
+}
+
+/// Fails once the ring is gone: its pin removed or replaced, or (named by
+/// id) every process that held it at the start has closed it.
+fn check_still_there(target: &Target, info: &MapInfo, holders: &[Holder]) -> anyhow::Result<()> {
+    match target {
+        Target::Pin(p) => match RingBuf::open_pinned(p) {
+            Ok(r) if r.id() == info.id => Ok(()),
+            Ok(r) => bail!(
+                "ring {} was replaced while tail ran (its pin now names map {})",
+                p.display(),
+                r.id()
+            ),
+            Err(Error::PinNotFound { .. }) => bail!(
+                "ring {} was deleted while tail ran (its pin is gone)",
+                p.display()
+            ),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("cannot reopen {}", p.display()))),
+        },
+        Target::Id(id) => {
+            if !holders.is_empty() && holders_of(*id).is_empty() {
+                bail!("ring {id} was deleted while tail ran: every process that held it closed it");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn write_record(out: &mut impl Write, args: &Args, rec: &Rec, n: u64) -> anyhow::Result<()> {
+    let data = &rec.data;
+    match args.format {
+        Format::Raw => {
+            out.write_all(&(data.len() as u32).to_le_bytes())?;
+            out.write_all(data)?;
+        }
+        Format::Json => {
+            let mut v = json!({ "pos": rec.pos, "len": data.len() });
+            match args.payload {
+                Payload::Hex => v["data"] = hex(data).into(),
+                Payload::Base64 => {
+                    v["data_base64"] = base64::engine::general_purpose::STANDARD
+                        .encode(data)
+                        .into()
+                }
+                Payload::None => {}
+            }
+            if let Some(l) = &args.layout {
+                v["fields"] = l.json(data);
+            }
+            writeln!(out, "{v}")?;
+        }
+        Format::Hex => {
+            writeln!(out, "#{} pos {} len {}", n + 1, rec.pos, data.len())?;
+            if let Some(l) = &args.layout {
+                writeln!(out, "  {}", l.text(data))?;
+            }
+            hexdump(out, data)?;
+        }
+    }
+    Ok(())
+}
+
+/// `  0000  01 02 ... 08  09 ... 10  |................|`
+fn hexdump(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+    for (i, line) in data.chunks(16).enumerate() {
+        let mut hexes = String::with_capacity(50);
+        for j in 0..16 {
+            if j == 8 {
+                hexes.push(' ');
+            }
+            match line.get(j) {
+                Some(b) => hexes.push_str(&format!("{b:02x} ")),
+                None => hexes.push_str("   "),
+            }
+        }
+        let ascii: String = line
+            .iter()
+            .map(|&b| {
+                if b.is_ascii_graphic() || b == b' ' {
+                    b as char
+                } else {
+                    '.'
+                }
+            })
+            .collect();
+        writeln!(out, "  {:04x}  {hexes} |{ascii}|", 16 * i)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hexdump_lines() {
+        let mut out = Vec::new();
+        hexdump(&mut out, b"0123456789abcdefXY\x00").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "  0000  30 31 32 33 34 35 36 37  38 39 61 62 63 64 65 66  |0123456789abcdef|"
+        );
+        assert!(lines[1].starts_with("  0010  58 59 00    "), "{}", lines[1]);
+        assert!(lines[1].ends_with(" |XY.|"), "{}", lines[1]);
+    }
+}
