@@ -136,6 +136,7 @@ mod reader;
 #[expect(unsafe_code, reason = "the ring protocol over mapped memory")]
 mod ring;
 mod ring_set;
+pub mod spectator;
 #[expect(unsafe_code, reason = "raw system calls")]
 mod sys;
 mod wait;
@@ -157,6 +158,9 @@ pub use map_info::{map_ids, MapIds, MapInfo};
 pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
 pub use ring_set::{RingSet, RingSetStats, RoundStats};
+pub use spectator::{
+    Entry, Event, FlightRecorder, Gap, Observed, Recorded, Spectator, SpectatorStats, Start,
+};
 #[cfg(feature = "zerocopy")]
 pub use typed::{view, view_prefix, view_slice, ExpectedSize, RecordExt};
 pub use wait::ReaderHandle;

@@ -130,6 +130,15 @@ pub(crate) fn check_consumer_flags(flags: u32) -> Result<()> {
     })
 }
 
+/// Refuses, for a [`Spectator`](crate::Spectator), a ring whose `map_flags`
+/// include a flag it does not understand. It reads overwrite-mode rings
+/// (`BPF_F_RB_OVERWRITE`), and returns whether the ring is one.
+pub(crate) fn check_spectator_flags(flags: u32) -> Result<bool> {
+    let overwrite = flags & bpf::BPF_F_RB_OVERWRITE != 0;
+    check_consumer_flags(flags & !bpf::BPF_F_RB_OVERWRITE)?;
+    Ok(overwrite)
+}
+
 impl RingBuf {
     /// `bpf(BPF_MAP_CREATE)`: creates a ring buffer of `size` data bytes.
     ///
@@ -153,6 +162,46 @@ impl RingBuf {
         check_size(size)?;
         let fd = bpf::map_create(bpf::BPF_MAP_TYPE_RINGBUF, 0, 0, size as u32, name)?;
         RingBuf::from_fd(fd)
+    }
+
+    /// `bpf(BPF_MAP_CREATE)` with `BPF_F_RB_OVERWRITE`: creates a ring buffer
+    /// in overwrite mode (Linux 6.19+), a "flight recorder" whose producer
+    /// overwrites the oldest records instead of failing when it is full.
+    /// Read it with a [`FlightRecorder`](crate::FlightRecorder) or a
+    /// [`Spectator`](crate::Spectator); a [`Reader`](crate::Reader) refuses it.
+    ///
+    /// A kernel without overwrite mode refuses the flag: that is
+    /// [`Error::Syscall`] with `EINVAL` (see
+    /// [`Error::os_error`]).
+    ///
+    /// ```no_run
+    /// use bpf_ringbuf::{Error, RingBuf};
+    /// match RingBuf::create_overwrite(1 << 20) {
+    ///     Ok(ring) => assert_ne!(ring.map_flags() & (1 << 19), 0),
+    ///     Err(e) if e.os_error().and_then(|e| e.raw_os_error()) == Some(libc::EINVAL) => {
+    ///         println!("this kernel has no overwrite mode")
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn create_overwrite(size: usize) -> Result<RingBuf> {
+        check_size(size)?;
+        let fd = bpf::map_create_with_flags(
+            bpf::BPF_MAP_TYPE_RINGBUF,
+            0,
+            0,
+            size as u32,
+            bpf::BPF_F_RB_OVERWRITE,
+            "bpf_ringbuf_ow",
+        )?;
+        RingBuf::from_fd(fd)
+    }
+
+    /// Whether the map is in overwrite mode (`BPF_F_RB_OVERWRITE`, bit 19 of
+    /// [`map_flags`](Self::map_flags)).
+    pub fn is_overwrite(&self) -> bool {
+        self.flags & bpf::BPF_F_RB_OVERWRITE != 0
     }
 
     /// The smallest valid ring buffer size that holds `requested` bytes: the
@@ -266,6 +315,9 @@ mod tests {
             Err(Error::UnsupportedMapFlags { flags, unsupported, name })
                 if flags == ow && unsupported == 1 << 19 && name.contains("BPF_F_RB_OVERWRITE")
         ));
+        assert_eq!(check_spectator_flags(ow).unwrap(), true);
+        assert_eq!(check_spectator_flags(bpf::BPF_F_RDONLY).unwrap(), false);
+        assert!(check_spectator_flags(ow | 1 << 25).is_err());
         assert!(matches!(
             check_consumer_flags(1 << 25),
             Err(Error::UnsupportedMapFlags { unsupported, name: "an unknown flag", .. })

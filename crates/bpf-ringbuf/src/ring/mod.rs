@@ -73,6 +73,7 @@ pub mod abi;
 pub(crate) mod cursor;
 #[cfg(any(test, feature = "testing"))]
 pub(crate) mod producer;
+pub(crate) mod spectate;
 pub(crate) mod sync;
 pub(crate) mod wakeup;
 
@@ -413,4 +414,4 @@ impl RecordPtr {
 #[cfg(test)]
 mod spsc_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

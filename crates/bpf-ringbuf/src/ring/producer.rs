@@ -16,6 +16,20 @@
 //!    read `consumer_pos`: the consumer is woken only if it equals the
 //!    record's position (see [`wakeup::commit_needs_wakeup`]).
 //!
+//! **Overwrite mode** (`BPF_F_RB_OVERWRITE`, Linux 6.19's
+//! `__bpf_ringbuf_reserve`): the reservation ignores `consumer_pos` and is
+//! refused only when it would overrun the oldest uncommitted record
+//! (`new_prod - pending_pos > size - 1`). When the new record does not fit
+//! behind `overwrite_pos` (the oldest record still intact, on the producer
+//! page right after `producer_pos`), `overwrite_pos` moves forward whole
+//! records at a time until it does (`new_prod - overwrite_pos <= size - 1`),
+//! and is stored (`WRITE_ONCE`) before the Release store of `producer_pos`
+//! that publishes both.
+//!
+//! Payload bytes are written with relaxed atomic stores: a spectator
+//! (`ring::spectate`) may read them while they are rewritten, and a race
+//! between atomic accesses is allowed where one with a plain write is not.
+//!
 //! # Safety
 //!
 //! A [`RawProducer`] is built over memory its creator promises is writable
@@ -25,10 +39,11 @@
 //! touch the same bytes. The raw overwrite functions for corruption tests are
 //! `unsafe`: their caller promises that no consumer reads the ring meanwhile.
 
+use std::ptr::NonNull;
 use std::sync::Mutex;
 
 use super::abi::{header_len, record_stride, BUSY_BIT, DISCARD_BIT, HEADER_SIZE, MAX_RECORD_LEN};
-use super::sync::{fence, AtomicU32, Ordering};
+use super::sync::{fence, AtomicU32, AtomicUsize, Ordering};
 use super::{wakeup, RawRing};
 
 /// Why a reservation failed.
@@ -51,6 +66,9 @@ pub(crate) struct RawProducer {
     /// The kernel's `rb->spinlock`, guarding `rb->pending_pos`: every record
     /// before it is committed.
     pending: Mutex<usize>,
+    /// Overwrite mode: the `overwrite_pos` word (the producer page's second
+    /// word), written only under `pending`'s lock.
+    overwrite: Option<NonNull<AtomicUsize>>,
 }
 
 // SAFETY: the pointers target shared memory that outlives the producer
@@ -86,7 +104,45 @@ impl RawProducer {
             ring,
             mirror,
             pending: Mutex::new(start),
+            overwrite: None,
         }
+    }
+
+    /// A producer in overwrite mode (`BPF_F_RB_OVERWRITE`), keeping
+    /// `overwrite_pos` in the word at `overwrite`; it starts at the producer
+    /// position, like every position of a new kernel map (all zero).
+    ///
+    /// # Safety
+    ///
+    /// As [`new`](Self::new); moreover `overwrite` points to an aligned,
+    /// writable `usize` word that stays mapped as long as the ring memory,
+    /// accessed only atomically, and written by this producer only.
+    pub(crate) unsafe fn new_overwrite(
+        ring: RawRing,
+        mirror: bool,
+        overwrite: NonNull<usize>,
+    ) -> RawProducer {
+        // SAFETY: the caller's promises, as for `new`.
+        let mut p = unsafe { RawProducer::new(ring, mirror) };
+        let start = *p.pending.get_mut().unwrap_or_else(|e| e.into_inner());
+        let word = overwrite.cast::<AtomicUsize>();
+        // SAFETY: aligned, mapped, accessed only atomically (caller's promise).
+        // Relaxed: no producer runs yet; the creator owns the memory.
+        unsafe { word.as_ref() }.store(start, Ordering::Relaxed);
+        p.overwrite = Some(word);
+        p
+    }
+
+    /// `overwrite_pos` in overwrite mode (Relaxed, then an Acquire fence:
+    /// as the spectator reads it), else `None`.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) fn overwrite_position(&self) -> Option<usize> {
+        self.overwrite.map(|w| {
+            // SAFETY: `new_overwrite`'s contract.
+            let v = unsafe { w.as_ref() }.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            v
+        })
     }
 
     /// The ring the producer writes.
@@ -123,8 +179,28 @@ impl RawProducer {
             *pending = pending.wrapping_add(record_stride(header_len(hdr)));
         }
         let new_prod = prod.wrapping_add(stride);
-        if new_prod.wrapping_sub(cons) > mask || new_prod.wrapping_sub(*pending) > mask {
+        // bpf_ringbuf_has_space: never overrun a record not yet committed;
+        // outside overwrite mode, never pass the consumer either.
+        if new_prod.wrapping_sub(*pending) > mask
+            || (self.overwrite.is_none() && new_prod.wrapping_sub(cons) > mask)
+        {
             return Err(ReserveError::Full);
+        }
+        if let Some(word) = self.overwrite {
+            // SAFETY: `new_overwrite`'s contract; written only under this lock.
+            let word = unsafe { word.as_ref() };
+            // Relaxed: only the holder of this lock writes it.
+            let mut over = word.load(Ordering::Relaxed);
+            while new_prod.wrapping_sub(over) > mask {
+                // Every record before `pending` is committed (the check
+                // above keeps `over` behind it): whole records at a time.
+                // Acquire: pairs with that record's commit swap.
+                let hdr = self.header(over).load(Ordering::Acquire);
+                over = over.wrapping_add(record_stride(header_len(hdr)));
+            }
+            // Relaxed (the kernel's WRITE_ONCE): published by the Release
+            // store of producer_pos below, which a reader loads first.
+            word.store(over, Ordering::Relaxed);
         }
         // Relaxed: published by the Release store of producer_pos below.
         self.header(prod)
@@ -170,20 +246,20 @@ impl RawProducer {
         let size = self.ring.size();
         debug_assert!(bytes.len() <= size);
         let off = pos & self.ring.mask;
-        let data = self.ring.data.as_ptr();
         // SAFETY: `off < size` and `bytes.len() <= size`, so the range lies in
-        // the `2 * size` bytes of the data area; `bytes` is other memory. The
-        // caller promises that nobody else accesses the range.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(off), bytes.len()) };
+        // the `2 * size` bytes of the data area. The caller promises that no
+        // one else writes it; readers may race (a spectator), hence atomics.
+        unsafe { store_bytes(self.ring.data.as_ptr().add(off), bytes) };
         if self.mirror {
             // Keep the two halves equal: the part written past the end goes to
             // the start too, the part before the end to the second half.
             let first = bytes.len().min(size - off);
+            let data = self.ring.data.as_ptr();
             // SAFETY: `off + size + first <= 2 * size`, and
             // `bytes.len() - first <= off` bytes at the start; as above.
             unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), data.add(off + size), first);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr().add(first), data, bytes.len() - first);
+                store_bytes(data.add(off + size), &bytes[..first]);
+                store_bytes(data, &bytes[first..]);
             }
         }
     }
@@ -248,6 +324,24 @@ impl RawProducer {
         for (i, b) in out[..n].iter_mut().enumerate() {
             *b = self.ring.data_byte(pos.wrapping_add(i));
         }
+    }
+}
+
+/// Stores `bytes` at `dst` with relaxed atomic byte stores (the fake
+/// producer's `memcpy`: a spectator may read them meanwhile).
+///
+/// # Safety
+///
+/// `dst..dst + bytes.len()` is writable ring memory that only atomics access
+/// while it may be read concurrently.
+unsafe fn store_bytes(dst: *mut u8, bytes: &[u8]) {
+    for (i, &b) in bytes.iter().enumerate() {
+        // SAFETY: in bounds (caller's promise); an `AtomicU8` has the size
+        // and alignment of a `u8`.
+        let a = unsafe { &*dst.add(i).cast::<std::sync::atomic::AtomicU8>() };
+        // Relaxed: ordered for readers by the commit swap (a consumer) or
+        // validated afterwards (a spectator).
+        a.store(b, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -337,13 +431,25 @@ pub(crate) struct ConsumerAlive;
 
 #[cfg(feature = "testing")]
 impl MemfdProducer {
-    /// Maps a zero-filled ring of `size` data bytes (a valid ring size).
-    pub(crate) fn new(size: usize) -> Result<MemfdProducer, crate::Error> {
+    /// Maps a zero-filled ring of `size` data bytes (a valid ring size),
+    /// produced into in overwrite mode if `overwrite` (the `overwrite_pos`
+    /// word is the producer page's second word, as in the kernel).
+    pub(crate) fn new(size: usize, overwrite: bool) -> Result<MemfdProducer, crate::Error> {
         let mem = std::sync::Arc::new(crate::sys::mmap::MemfdRing::new(size)?);
         // SAFETY: `mem` lives in `self` as long as `raw`; the memfd ring is
         // all writable, double mapped (so no mirroring), and this is its only
-        // producer (the fake ring owns it).
-        let raw = unsafe { RawProducer::new(RawRing::from_memfd(&mem), false) };
+        // producer (the fake ring owns it). The producer page is a whole
+        // page, so its second word is inside it, aligned, and only atomics
+        // touch it.
+        let raw = unsafe {
+            let ring = RawRing::from_memfd(&mem);
+            if overwrite {
+                let word = mem.producer_page().cast::<usize>().add(1);
+                RawProducer::new_overwrite(ring, false, word)
+            } else {
+                RawProducer::new(ring, false)
+            }
+        };
         Ok(MemfdProducer {
             raw,
             mem,
@@ -364,6 +470,21 @@ impl MemfdProducer {
         // SAFETY: `share` owns an `Arc` of the memory `raw.ring` points into.
         // (On error it drops, and gives its count back.)
         unsafe { super::cursor::Cursor::new(self.raw.ring, share) }
+    }
+
+    /// A spectator's cursor over the same memory, starting at `start` (see
+    /// [`spectate::SpectateCursor::new`](super::spectate::SpectateCursor::new)).
+    /// It keeps the memory mapped as long as it lives, and does not count as
+    /// a consumer (it never writes the consumer position).
+    pub(crate) fn spectate_cursor(
+        &self,
+        start: super::spectate::StartAt,
+    ) -> Result<super::spectate::SpectateCursor, super::cursor::Corruption> {
+        let share: Box<dyn Send + std::fmt::Debug> = Box::new(std::sync::Arc::clone(&self.mem));
+        let overwrite = self.raw.overwrite.map(|w| w.cast::<usize>());
+        // SAFETY: `share` owns an `Arc` of the memory `raw.ring` points into;
+        // the overwrite word is the producer page's second word, in it.
+        unsafe { super::spectate::SpectateCursor::new(self.raw.ring, overwrite, share, start) }
     }
 
     /// Runs a corruption `f` while no cursor over this memory is alive,

@@ -7,23 +7,35 @@ use std::rc::Rc;
 
 /// Plain memory in the kernel's layout, the data area's second copy kept
 /// equal by the producer (`mirror`), and the ring layer's own producer.
-struct Mem {
+pub(crate) struct Mem {
     /// Declared first: it points into the cells below.
-    producer: RawProducer,
+    pub(crate) producer: RawProducer,
     // `Rc`, not `Box`: moving a `Box` asserts unique access to its contents
     // (Stacked Borrows), which would invalidate the ring's pointers.
     _cons: Rc<UnsafeCell<usize>>,
     _prod: Rc<UnsafeCell<usize>>,
     _data: Rc<[UnsafeCell<u64>]>,
+    /// The `overwrite_pos` word (used in overwrite mode only).
+    over: Rc<UnsafeCell<usize>>,
 }
 
 impl Mem {
-    fn new(size: usize) -> Mem {
+    pub(crate) fn new(size: usize) -> Mem {
         Mem::starting_at(size, 0)
     }
 
     /// A ring whose positions both start at `start`.
-    fn starting_at(size: usize, start: usize) -> Mem {
+    pub(crate) fn starting_at(size: usize, start: usize) -> Mem {
+        Mem::build(size, start, false)
+    }
+
+    /// A ring in overwrite mode (`BPF_F_RB_OVERWRITE`), positions at 0.
+    pub(crate) fn overwrite(size: usize) -> Mem {
+        Mem::build(size, 0, true)
+    }
+
+    fn build(size: usize, start: usize, overwrite: bool) -> Mem {
+        let over = Rc::new(UnsafeCell::new(start));
         let cons = Rc::new(UnsafeCell::new(start));
         let prod = Rc::new(UnsafeCell::new(start));
         let data: Rc<[UnsafeCell<u64>]> = (0..2 * size / 8).map(|_| UnsafeCell::new(0)).collect();
@@ -38,28 +50,54 @@ impl Mem {
                 NonNull::new(UnsafeCell::raw_get(data.as_ptr()).cast::<u8>()).unwrap(),
                 size,
             );
-            RawProducer::new(ring, true)
+            if overwrite {
+                RawProducer::new_overwrite(ring, true, NonNull::new(over.get()).unwrap())
+            } else {
+                RawProducer::new(ring, true)
+            }
         };
         Mem {
             producer,
             _cons: cons,
             _prod: prod,
             _data: data,
+            over,
         }
     }
 
-    fn ring(&self) -> RawRing {
+    /// The `overwrite_pos` word, for a spectator of an overwrite-mode ring.
+    pub(crate) fn overwrite_word(&self) -> NonNull<usize> {
+        NonNull::new(self.over.get()).unwrap()
+    }
+
+    /// A spectator over this memory, starting at `start`. The memory must
+    /// outlive it (tests keep `self` alive).
+    pub(crate) fn spectator(
+        &self,
+        start: super::spectate::StartAt,
+    ) -> super::spectate::SpectateCursor {
+        let over = self
+            .producer
+            .overwrite_position()
+            .map(|_| self.overwrite_word());
+        // SAFETY: the test keeps `self` (the memory) alive while it uses the
+        // cursor; the overwrite word is ours, given only in overwrite mode.
+        unsafe { super::spectate::SpectateCursor::new(self.ring(), over, Box::new(()), start) }
+            .expect("a valid start")
+    }
+
+    pub(crate) fn ring(&self) -> RawRing {
         *self.producer.ring()
     }
 
     /// Reserves (the kernel's order: header BUSY, then producer_pos) and
     /// returns the position, leaving the record BUSY.
-    fn reserve(&self, len: usize) -> usize {
+    pub(crate) fn reserve(&self, len: usize) -> usize {
         self.producer.reserve(len).expect("room").leak()
     }
 
     /// Writes the payload and commits the BUSY record at `pos`.
-    fn commit(&self, pos: usize, payload: &[u8], discard: bool) {
+    pub(crate) fn commit(&self, pos: usize, payload: &[u8], discard: bool) {
         // SAFETY: the record at `pos` was reserved by `reserve` and is still
         // BUSY; no consumer reads it and no one else writes it.
         unsafe { self.producer.overwrite_data(pos.wrapping_add(8), payload) };
@@ -68,12 +106,12 @@ impl Mem {
         unsafe { self.producer.overwrite_header(pos, word) };
     }
 
-    fn set_header(&self, pos: usize, word: u32) {
+    pub(crate) fn set_header(&self, pos: usize, word: u32) {
         // SAFETY: the tests hold no record slice while corrupting.
         unsafe { self.producer.overwrite_header(pos, word) };
     }
 
-    fn output(&self, payload: &[u8]) -> usize {
+    pub(crate) fn output(&self, payload: &[u8]) -> usize {
         let mut r = self.producer.reserve(payload.len()).expect("room");
         assert!(r.write(0, payload));
         let pos = r.position();

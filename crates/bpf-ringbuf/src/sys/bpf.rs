@@ -220,11 +220,24 @@ pub(crate) fn map_create(
     max_entries: u32,
     name: &str,
 ) -> Result<OwnedFd, Error> {
+    map_create_with_flags(map_type, key_size, value_size, max_entries, 0, name)
+}
+
+/// `bpf(BPF_MAP_CREATE)` with `map_flags`.
+pub(crate) fn map_create_with_flags(
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    name: &str,
+) -> Result<OwnedFd, Error> {
     let mut attr = MapCreateAttr {
         map_type,
         key_size,
         value_size,
         max_entries,
+        map_flags,
         map_name: obj_name(name),
         ..Default::default()
     };

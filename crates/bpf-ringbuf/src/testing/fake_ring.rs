@@ -12,9 +12,11 @@ use super::Wakeup;
 use crate::claim::{Claim, Key};
 use crate::consumer::Consumer;
 use crate::error::{Error, Result};
-use crate::map::{check_consumer_flags, check_size};
+use crate::map::{check_consumer_flags, check_size, check_spectator_flags};
 use crate::reader::Reader;
 use crate::ring::producer::{ConsumerAlive, MemfdProducer, PositionWatch, Reserved};
+use crate::ring::spectate::StartAt;
+use crate::spectator::{Spectator, Start};
 use crate::sys::epoll::{Epoll, EventFd};
 
 /// A fake `BPF_MAP_TYPE_RINGBUF`: the kernel's memory layout and producer
@@ -124,11 +126,24 @@ impl FakeRing {
     /// its [`reader`](Self::reader) accepts or refuses them as
     /// [`Reader::new`] does a kernel map's, e.g. `BPF_F_RB_OVERWRITE`
     /// (`1 << 19`) with [`Error::UnsupportedMapFlags`].
+    ///
+    /// With `BPF_F_RB_OVERWRITE` the producer follows Linux 6.19's overwrite
+    /// mode: a reservation ignores the consumer position and fails only
+    /// when it would overrun a record not yet committed (`new_prod -
+    /// pending_pos > size - 1`); `overwrite_pos` (the producer page's second
+    /// word, [`overwrite_position`](Self::overwrite_position)) moves past
+    /// whole records until the new one fits, and is stored before the
+    /// Release store of `producer_pos`. Read such a ring with a
+    /// [`spectator`](Self::spectator) or a
+    /// [`FlightRecorder`](crate::FlightRecorder).
     pub fn with_flags(size: usize, map_flags: u32) -> Result<FakeRing> {
         static NEXT_KEY: AtomicU64 = AtomicU64::new(0);
         check_size(size)?;
         Ok(FakeRing {
-            producer: MemfdProducer::new(size)?,
+            producer: MemfdProducer::new(
+                size,
+                map_flags & crate::sys::bpf::BPF_F_RB_OVERWRITE != 0,
+            )?,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             flags: map_flags,
             wake: Arc::new(WakeState {
@@ -169,11 +184,35 @@ impl FakeRing {
         Ok(Consumer::from_parts(cur, fd, claim))
     }
 
+    /// A [`Spectator`] of this ring, starting at `start`: the same type, and
+    /// the same code, as on a kernel ring. It never writes the consumer
+    /// position and does not count as the ring's consumer (a reader may live
+    /// next to it). [`Error::UnsupportedMapFlags`] for flags other than
+    /// overwrite mode that change the protocol.
+    pub fn spectator(&self, start: Start) -> Result<Spectator> {
+        let overwrite = check_spectator_flags(self.flags)?;
+        let start = match start {
+            Start::Consumer => StartAt::Consumer,
+            Start::Oldest => StartAt::Oldest,
+            Start::Now => StartAt::Now,
+        };
+        let cur = self.producer.spectate_cursor(start)?;
+        let fd = crate::sys::dup(self.wake.ready.as_fd())?;
+        Spectator::from_parts(cur, fd, overwrite)
+    }
+
+    /// `overwrite_pos` in overwrite mode (the oldest record still intact),
+    /// `None` for a normal ring.
+    pub fn overwrite_position(&self) -> Option<usize> {
+        self.producer.overwrite_position()
+    }
+
     /// Reserves a record of `len` payload bytes, as `bpf_ringbuf_reserve`
     /// does. `None` when the kernel would return NULL: `len` of 2^30 or more,
     /// a record larger than the ring, or not enough free space
     /// (`new_prod - consumer_pos > size - 1`, where `consumer_pos` is the
-    /// *published* position; likewise past the oldest uncommitted record).
+    /// *published* position; likewise past the oldest uncommitted record;
+    /// in overwrite mode only the latter).
     ///
     /// The payload bytes start as whatever earlier records left there, as in
     /// the kernel. Commit it with [`Reservation::submit`] or
