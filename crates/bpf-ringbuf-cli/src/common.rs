@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use bpf_ringbuf::{map_ids, Consumer, Error, LostCounter, LostEvents, MapInfo, RingBuf};
+use bpf_ringbuf::{map_ids, Error, LostCounter, LostEvents, MapInfo, RingBuf, Spectator, Start};
 
 /// A ring named on the command line: a map id (digits) or a pin path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -231,13 +231,14 @@ pub struct Positions {
 }
 
 impl Positions {
-    /// Reads the positions through a consumer that never reads or commits
-    /// (it maps the ring; the consumer position is only loaded).
+    /// Reads the positions through a spectator (it never writes the
+    /// consumer position, and works next to a consumer in this process).
     pub fn of(ring: &RingBuf) -> anyhow::Result<Positions> {
-        let c = Consumer::new(ring).with_context(|| format!("cannot map ring {}", ring.id()))?;
+        let s = Spectator::new(ring, Start::Now)
+            .with_context(|| format!("cannot map ring {}", ring.id()))?;
         Ok(Positions {
-            producer: c.producer_position() as u64,
-            consumer: c.consumer_position() as u64,
+            producer: s.producer_position(),
+            consumer: s.consumer_position(),
         })
     }
 

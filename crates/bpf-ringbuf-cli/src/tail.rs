@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
-use bpf_ringbuf::{abi, Error, MapInfo, Reader, RingBuf, WakePolicy};
+use bpf_ringbuf::{abi, Error, MapInfo, Reader, RingBuf, Spectator, Start, WakePolicy};
 use serde_json::json;
 
 use crate::common::{holders_of, lost_counter, parse_count, parse_duration, Holder, Target};
@@ -57,8 +57,9 @@ pub struct Args {
     /// Stop after this long (e.g. 500ms, 10s).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<Duration>,
-    /// Wake policy: nap up to this long on an empty ring instead of being
-    /// woken by the producer for each record (cheaper for the producer).
+    /// Look again at an empty ring at least this often. With --consume,
+    /// the wake policy Adaptive: nap up to this long instead of being woken
+    /// by the producer for each record (cheaper for the producer).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_latency: Option<Duration>,
     /// Where to start: the oldest record still in the ring, or only records
@@ -102,6 +103,8 @@ const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Where records come from.
 enum Source {
+    /// A spectator: the consumer position is never written.
+    Watch(Spectator),
     /// The ring's consumer: every record printed is consumed.
     Consume(Reader),
 }
@@ -112,55 +115,69 @@ struct Rec {
     data: Vec<u8>,
 }
 
-/// How a wait ended.
-enum Waited {
-    Ready,
-    Deadline,
+/// What [`Source::next`] found.
+enum Got {
+    Record,
+    /// Nothing now, or nothing until the deadline.
+    Empty,
+    /// Closed by Ctrl-C.
     Closed,
 }
 
 impl Source {
-    /// The next record present now, copied into `rec`, or `false`.
-    fn try_next(&mut self, rec: &mut Rec) -> anyhow::Result<bool> {
-        match self {
-            Source::Consume(r) => match r.try_read_zero_copy() {
-                Ok(Some(data)) => {
-                    let end = r.read_position() as u64;
-                    rec.pos = end.wrapping_sub(abi::record_stride(data.len()) as u64);
-                    rec.data.clear();
-                    rec.data.extend_from_slice(data);
-                    Ok(true)
-                }
-                Ok(None) | Err(Error::Closed) => Ok(false),
-                Err(e) => Err(e.into()),
-            },
+    /// The next record, copied into `rec`: one present now (`wait_until`
+    /// `None`), or waiting for one until `wait_until`.
+    fn next(&mut self, rec: &mut Rec, wait_until: Option<Instant>) -> anyhow::Result<Got> {
+        let got = match self {
+            Source::Watch(s) => {
+                let obs = match wait_until {
+                    None => s.try_read_into(&mut rec.data).transpose(),
+                    Some(d) => {
+                        s.set_deadline(Some(d));
+                        Some(s.read_into(&mut rec.data))
+                    }
+                };
+                obs.map(|o| o.map(|o| rec.pos = o.position))
+            }
+            Source::Consume(r) => {
+                let data = match wait_until {
+                    None => r.try_read_zero_copy().transpose(),
+                    Some(d) => {
+                        r.set_deadline(Some(d));
+                        Some(r.read_zero_copy())
+                    }
+                };
+                data.map(|d| {
+                    d.map(|data| {
+                        let end = r.read_position() as u64;
+                        rec.pos = end.wrapping_sub(abi::record_stride(data.len()) as u64);
+                        rec.data.clear();
+                        rec.data.extend_from_slice(data);
+                    })
+                })
+            }
+        };
+        match got {
+            Some(Ok(())) => Ok(Got::Record),
+            None | Some(Err(Error::DeadlineExceeded | Error::Flushed)) => Ok(Got::Empty),
+            Some(Err(Error::Closed)) => Ok(Got::Closed),
+            Some(Err(e)) => Err(e.into()),
         }
     }
 
-    /// The record returned last has been written out.
+    /// The record returned last has been written out: a consumer hands it
+    /// back to the kernel only now.
     fn done(&mut self) {
         match self {
+            Source::Watch(_) => {}
             Source::Consume(r) => r.commit(),
         }
     }
 
-    /// Waits for a record until `deadline`.
-    fn wait(&mut self, deadline: Instant) -> anyhow::Result<Waited> {
-        match self {
-            Source::Consume(r) => {
-                r.set_deadline(Some(deadline));
-                match r.wait() {
-                    Ok(()) => Ok(Waited::Ready),
-                    Err(Error::DeadlineExceeded | Error::Flushed) => Ok(Waited::Deadline),
-                    Err(Error::Closed) => Ok(Waited::Closed),
-                    Err(e) => Err(e.into()),
-                }
-            }
-        }
-    }
-
+    /// Records and bytes the producer overwrote before they were copied.
     fn lapped(&self) -> (u64, u64) {
         match self {
+            Source::Watch(s) => (s.stats().lapped_records, s.stats().lapped_bytes),
             Source::Consume(_) => (0, 0),
         }
     }
@@ -195,7 +212,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if args.count.is_some_and(|c| totals.records >= c) {
             break End::Count;
         }
-        if source.try_next(&mut rec)? {
+        let got = source.next(&mut rec, None)?;
+        if let Got::Record = got {
             write_record(&mut out, &args, &rec, totals.records)?;
             if tty {
                 out.flush()?;
@@ -207,7 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         // Nothing now: show what was written, then wait.
         out.flush()?;
-        if stop.load(Ordering::Relaxed) {
+        if matches!(got, Got::Closed) || stop.load(Ordering::Relaxed) {
             break End::Interrupted;
         }
         let now = Instant::now();
@@ -219,9 +237,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             next_check = now + CHECK_EVERY;
         }
         let deadline = end_at.map_or(next_check, |t| t.min(next_check));
-        match source.wait(deadline)? {
-            Waited::Ready | Waited::Deadline => {}
-            Waited::Closed => break End::Interrupted,
+        match source.next(&mut rec, Some(deadline))? {
+            Got::Record => {
+                write_record(&mut out, &args, &rec, totals.records)?;
+                source.done();
+                totals.records += 1;
+                totals.bytes += rec.data.len() as u64;
+            }
+            Got::Empty => {}
+            Got::Closed => break End::Interrupted,
         }
     };
     out.flush()?;
@@ -258,37 +282,45 @@ fn open_source(
     holders: &[Holder],
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<Source> {
-    if !args.consume {
-        bail!(
-            "tail without --consume needs the library's spectator (reads that never consume), \
-             which this build does not have yet: use --consume to read as the ring's consumer"
-        );
-    }
-    if !holders.is_empty() && !args.force {
-        let who: Vec<String> = holders.iter().map(ToString::to_string).collect();
-        bail!(
-            "{} is held by {}: consuming would take its events from it; \
-             use --force to consume anyway, or leave out --consume",
-            args.target,
-            who.join(", ")
-        );
-    }
-    let mut reader = Reader::new(ring).context("cannot consume the ring")?;
-    if let Some(max_latency) = args.max_latency {
-        reader.set_wake_policy(WakePolicy::Adaptive { max_latency });
-    }
-    if args.since == Since::Now {
-        // Consumed without printing: the records present are skipped.
-        reader.consume(|_| std::ops::ControlFlow::Continue(()))?;
-    }
-    let handle = reader.handle();
+    let (source, handle) = if args.consume {
+        if !holders.is_empty() && !args.force {
+            let who: Vec<String> = holders.iter().map(ToString::to_string).collect();
+            bail!(
+                "{} is held by {}: consuming would take its events from it; \
+                 use --force to consume anyway, or leave out --consume",
+                args.target,
+                who.join(", ")
+            );
+        }
+        let mut reader = Reader::new(ring).context("cannot consume the ring")?;
+        if let Some(max_latency) = args.max_latency {
+            reader.set_wake_policy(WakePolicy::Adaptive { max_latency });
+        }
+        if args.since == Since::Now {
+            // Consumed without printing: the records present are skipped.
+            reader.consume(|_| std::ops::ControlFlow::Continue(()))?;
+        }
+        let handle = reader.handle();
+        (Source::Consume(reader), handle)
+    } else {
+        let start = match args.since {
+            Since::Oldest => Start::Oldest,
+            Since::Now => Start::Now,
+        };
+        let mut spectator = Spectator::new(ring, start).context("cannot watch the ring")?;
+        if let Some(max_latency) = args.max_latency {
+            spectator.set_poll_interval(max_latency);
+        }
+        let handle = spectator.handle();
+        (Source::Watch(spectator), handle)
+    };
     let stop = stop.clone();
     ctrlc::set_handler(move || {
         stop.store(true, Ordering::Relaxed);
         handle.close();
     })
     .context("cannot handle Ctrl-C")?;
-    Ok(Source::Consume(reader))
+    Ok(source)
 }
 
 /// Fails once the ring is gone: its pin removed or replaced, or (named by
