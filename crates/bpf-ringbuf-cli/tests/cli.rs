@@ -365,6 +365,62 @@ fn tail_watches_without_consuming_in_every_format() {
     std::fs::remove_file(path).unwrap();
 }
 
+/// The spectator next to the ring's real consumer: a reader in this test
+/// consumes every record while the producer writes more, and `tail` prints
+/// every one of them too, in order; the consumer position is the reader's.
+#[test]
+fn tail_next_to_a_consuming_reader_takes_nothing_from_it() {
+    privileged!();
+    let (ring, path) = pinned_ring("cli_beside", 1 << 20, 0, 32);
+    let producer = KernelProducer::new(&ring, ProducerConfig::fixed(32)).unwrap();
+    producer.produce(100).unwrap();
+    let mut tail = spawn(&[
+        "tail",
+        &ring.id().to_string(),
+        "-f",
+        "json",
+        "-n",
+        "1000",
+        "--timeout",
+        "60s",
+    ]);
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    // Its spectator is open (at the oldest record) once it printed one.
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["pos"], 0);
+
+    let mut reader = Reader::new(&ring).unwrap();
+    let mut next = 0u64;
+    for _ in 0..9 {
+        producer.produce(100).unwrap();
+        reader.set_deadline(Some(std::time::Instant::now()));
+        while let Ok(rec) = reader.read() {
+            assert_eq!(check_payload(&rec.data), Ok(next));
+            next += 1;
+        }
+    }
+    assert_eq!(next, 1000, "the reader got every record");
+    assert_eq!(
+        positions(&ring),
+        (40_000, 40_000),
+        "consumed by the reader only"
+    );
+
+    let mut seen = vec![0u64];
+    for line in lines {
+        let v: Value = serde_json::from_str(&line.unwrap()).unwrap();
+        let data = v["data"].as_str().unwrap();
+        seen.push(u64::from_str_radix(&data[..16], 16).unwrap().swap_bytes());
+    }
+    assert!(tail.wait().unwrap().success());
+    assert_eq!(
+        seen,
+        (0..1000).collect::<Vec<u64>>(),
+        "tail printed every record, in order"
+    );
+    std::fs::remove_file(path).unwrap();
+}
+
 #[test]
 fn tail_consume_is_refused_while_held_unless_forced() {
     privileged!();
