@@ -253,7 +253,7 @@ fn demo_once(o: &Args, poll: Option<Duration>) -> anyhow::Result<f64> {
 /// The live view of a run: a bar with the rate on a terminal, a line every
 /// quarter when piped.
 enum Progress {
-    Bar(ProgressBar),
+    Bar(ProgressBar, Instant),
     Lines { total: u64, next_quarter: u64 },
 }
 
@@ -268,16 +268,20 @@ impl Progress {
         let bar = ProgressBar::new(total);
         bar.set_style(
             ProgressStyle::with_template(
-                "{bar:40} {human_pos}/{human_len} records  {per_sec}  {elapsed}",
+                "{bar:40} {human_pos}/{human_len} records  {msg}  {elapsed}",
             )
             .expect("a valid template"),
         );
-        Progress::Bar(bar)
+        Progress::Bar(bar, Instant::now())
     }
 
     fn update(&mut self, count: u64) -> anyhow::Result<()> {
         match self {
-            Progress::Bar(bar) => bar.set_position(count),
+            Progress::Bar(bar, start) => {
+                bar.set_position(count);
+                let secs = start.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!("{:.2} M records/s", count as f64 / secs / 1e6));
+            }
             Progress::Lines {
                 total,
                 next_quarter,
@@ -292,7 +296,7 @@ impl Progress {
     }
 
     fn finish(&self) {
-        if let Progress::Bar(bar) = self {
+        if let Progress::Bar(bar, _) = self {
             bar.finish_and_clear();
         }
     }

@@ -174,6 +174,20 @@ impl Source {
         }
     }
 
+    /// The reader's telemetry, for a consumer (a spectator waits by polling).
+    fn telemetry(&self) -> String {
+        match self {
+            Source::Watch(_) => String::new(),
+            Source::Consume(r) => {
+                let s = r.stats();
+                format!(
+                    "; reader: {} commits, {} sleeps, {} wakeups, fill high-water {} bytes",
+                    s.commits, s.sleeps, s.wakeups, s.max_fill
+                )
+            }
+        }
+    }
+
     /// Records and bytes the producer overwrote before they were copied.
     fn lapped(&self) -> (u64, u64) {
         match self {
@@ -256,9 +270,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             _ => "lost unknown (no lost-event counter)".into(),
         };
         eprintln!(
-            "bpf-ringbuf tail: {} records, {} bytes, {lapped} lapped ({lapped_bytes} bytes), {lost}{}",
+            "bpf-ringbuf tail: {} records, {} bytes, {lapped} lapped ({lapped_bytes} bytes), {lost}{}{}",
             totals.records,
             totals.bytes,
+            source.telemetry(),
             match reason {
                 End::Interrupted => " (interrupted)",
                 End::Timeout => " (timeout)",
