@@ -6,7 +6,7 @@
 #   scripts/bench.sh            # full run, rewrites BENCHMARKS.md
 #   scripts/bench.sh --quick    # smoke run (fewer rounds, 4 MiB only), prints to stdout
 #   scripts/bench.sh --scenario policies   # one scenario (drain, stream, cost,
-#                               # policies, rings, tokio, callgrind), prints to stdout
+#                               # policies, rings, tokio, spectator, callgrind), prints to stdout
 #   scripts/bench.sh --scenario rings,tokio  # several, comma-separated
 #
 # Needs root (or CAP_BPF + CAP_PERFMON): it creates ring buffer maps and runs

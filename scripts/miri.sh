@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The ring protocol's unit tests (plain-memory rings: src/ring/tests.rs and
-# friends) under Miri, with strict provenance. Installs nightly Miri if
+# friends, the spectator's copy-and-validate in src/ring/spectate_tests.rs
+# included) under Miri, with strict provenance. Installs nightly Miri if
 # missing. memfd/mmap/epoll do not run under Miri, so the fake-ring and
 # kernel tests are not part of this.
 set -euo pipefail

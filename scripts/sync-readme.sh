@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # README.md's examples are the full text of files in crates/bpf-ringbuf/examples/
 # (which CI compiles), each between the markers <!-- NAME:begin --> and
-# <!-- NAME:end -->: quickstart.rs (the quick example), ring_set.rs (many rings)
-# and tokio_reader.rs (async).
+# <!-- NAME:end -->: quickstart.rs (the quick example), ring_set.rs (many rings),
+# tokio_reader.rs (async) and spectator.rs (spectators, flight recorders).
 #   scripts/sync-readme.sh           rewrites those blocks from the files
 #   scripts/sync-readme.sh --check   fails if a block differs from its file (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-blocks=(quickstart ring_set tokio_reader)
+blocks=(quickstart ring_set tokio_reader spectator)
 want() {
     printf '```rust\n'
     cat "crates/bpf-ringbuf/examples/$1.rs"

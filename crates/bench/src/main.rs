@@ -7,6 +7,7 @@ mod policies;
 mod raw;
 mod report;
 mod rings;
+mod spectate;
 
 use std::io;
 use std::os::fd::AsFd;
@@ -1003,7 +1004,7 @@ fn callgrind_table() -> Res<String> {
 }
 
 const USAGE: &str =
-    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,callgrind] [--rounds N] [--warmup N]
+    "ringbuf-bench [--quick] [--scenario drain,stream,cost,policies,rings,tokio,spectator,callgrind] [--rounds N] [--warmup N]
               [--policy-rounds N]
               [--template FILE --out FILE] [--rustc VERSION] [--command TEXT]
 
@@ -1043,6 +1044,7 @@ fn main() -> Res<()> {
             "policies".into(),
             "rings".into(),
             "tokio".into(),
+            "spectator".into(),
             "callgrind".into(),
         ],
     };
@@ -1100,6 +1102,11 @@ fn main() -> Res<()> {
     } else {
         None
     };
+    let sp = if has("spectator") {
+        Some(spectate::run(&o)?)
+    } else {
+        None
+    };
     let cg = if has("callgrind") {
         callgrind_table()?
     } else {
@@ -1117,6 +1124,9 @@ fn main() -> Res<()> {
     md.push_str(&rings::render(rd.as_ref(), rs.as_ref()));
     if let Some(tk) = &tk {
         md.push_str(&asyncs::render(tk));
+    }
+    if let Some(sp) = &sp {
+        md.push_str(&spectate::render(sp));
     }
     md.push_str(&cg);
     match (arg(&args, "--template"), arg(&args, "--out")) {

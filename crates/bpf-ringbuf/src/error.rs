@@ -199,6 +199,18 @@ pub enum Error {
         log: String,
     },
 
+    /// A position given to [`Spectator::seek_to`](crate::Spectator::seek_to)
+    /// or [`FlightRecorder::since`](crate::FlightRecorder::since) that cannot
+    /// be a record boundary of the ring: not 8-aligned, or ahead of the
+    /// producer.
+    #[error("position {position} is not a record boundary at or behind the producer position {producer}")]
+    BadPosition {
+        /// The position given.
+        position: u64,
+        /// The producer position when it was checked.
+        producer: u64,
+    },
+
     /// An argument this crate cannot accept (a test producer configuration).
     #[cfg(feature = "testing")]
     #[error("invalid {what}: {reason}")]
@@ -288,7 +300,8 @@ impl From<Error> for io::Error {
             | Error::BadFd { .. }
             | Error::UnsupportedMapFlags { .. }
             | Error::WrongMapLayout { .. }
-            | Error::InvalidPath { .. } => io::ErrorKind::InvalidInput,
+            | Error::InvalidPath { .. }
+            | Error::BadPosition { .. } => io::ErrorKind::InvalidInput,
             #[cfg(feature = "testing")]
             Error::InvalidArgument { .. } => io::ErrorKind::InvalidInput,
             Error::Corrupt { .. }

@@ -95,10 +95,20 @@
 //!
 //! It does not load or attach BPF programs (use aya or libbpf-rs for that and
 //! hand the map's descriptor to [`Reader::new`]), and it does not parse record
-//! payloads. `BPF_F_RB_OVERWRITE` rings (Linux 6.19+) are refused with
-//! [`Error::UnsupportedMapFlags`]: a zero-copy reader cannot read them
-//! safely (their reader comes later). Only 64-bit targets are supported (the
-//! crate refuses to build for others).
+//! payloads. A [`Reader`] refuses `BPF_F_RB_OVERWRITE` rings (Linux 6.19+)
+//! with [`Error::UnsupportedMapFlags`]: a zero-copy reader cannot read them
+//! safely; a [`FlightRecorder`] reads them. Only 64-bit targets are
+//! supported (the crate refuses to build for others).
+//!
+//! # Reads that never consume
+//!
+//! A [`Spectator`] watches a ring without taking its records (it never
+//! writes the consumer position, so an agent's own reader is not disturbed),
+//! and a [`FlightRecorder`] reads overwrite-mode rings: the last records,
+//! everything since a position, or every record as it comes with gaps
+//! in-band. Both copy each record, then check that the producer cannot have
+//! overwritten it meanwhile; see the [`spectator`] module for when to use
+//! which and why the check is sound.
 //!
 //! # The core and the blocking reader
 //!

@@ -263,6 +263,7 @@ impl Spectator {
     /// Errors: [`Error::Closed`] after [`ReaderHandle::close`],
     /// [`Error::Corrupt`] for a header that claims more than was produced,
     /// [`Error::CorruptProducerPosition`] for positions that cannot be.
+    #[inline]
     pub fn try_next(&mut self, buf: &mut Vec<u8>) -> Result<Option<Event>> {
         if self.shared.is_closed() {
             return Err(Error::Closed);
@@ -291,6 +292,7 @@ impl Spectator {
     /// [`try_next`](Self::try_next), skipping gaps (they are in
     /// [`stats`](Self::stats)): the next intact record copied into `buf`,
     /// or `Ok(None)` when there is nothing new. Never blocks.
+    #[inline]
     pub fn try_read_into(&mut self, buf: &mut Vec<u8>) -> Result<Option<Observed>> {
         loop {
             match self.try_next(buf)? {
@@ -348,18 +350,16 @@ impl Spectator {
     /// [`Gap::position`] or [`position`](Self::position). A position the
     /// producer has since overwritten shows as a [`Gap`] at the next read.
     ///
-    /// Errors: [`Error::InvalidArgument`] for a position that is not
-    /// 8-aligned or lies ahead of the producer.
+    /// Errors: [`Error::BadPosition`] for a position that is not 8-aligned or
+    /// lies ahead of the producer.
     pub fn seek_to(&mut self, position: u64) -> Result<()> {
         let pos = position as usize;
         let prod = self.cur.raw().load_producer();
         let ahead = pos.wrapping_sub(prod);
         if pos % HEADER_SIZE != 0 || (ahead != 0 && ahead <= isize::MAX as usize) {
-            return Err(Error::InvalidArgument {
-                what: "position",
-                reason: format!(
-                    "{position} is not a record boundary at or behind the producer position {prod}"
-                ),
+            return Err(Error::BadPosition {
+                position,
+                producer: prod as u64,
             });
         }
         Ok(self.cur.seek(StartAt::At(pos))?)
@@ -569,8 +569,8 @@ impl FlightRecorder {
     /// the producer position now, oldest first; a [`Gap`] where the producer
     /// overwrote records first. Leaves the recorder at the end.
     ///
-    /// Errors: [`Error::InvalidArgument`] for a position that is not
-    /// 8-aligned or lies ahead of the producer.
+    /// Errors: [`Error::BadPosition`] for a position that is not 8-aligned or
+    /// lies ahead of the producer.
     pub fn since(&mut self, position: u64) -> Result<Vec<Entry>> {
         self.spec.seek_to(position)?;
         let end = self.spec.producer_position();

@@ -413,13 +413,25 @@ unsafe fn copy_racy(src: *const u8, len: usize, buf: &mut Vec<u8>) {
     buf.clear();
     buf.reserve(words * 8);
     let dst = buf.as_mut_ptr();
-    for i in 0..words {
-        // SAFETY: in bounds and aligned (caller's promise); `AtomicU64` has
-        // the size and alignment of a `u64` on the 64-bit targets we build for.
-        let w = unsafe { &*src.add(8 * i).cast::<AtomicU64>() }
-            .load(std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: `buf` has capacity for `words * 8` bytes.
-        unsafe { dst.add(8 * i).cast::<u64>().write_unaligned(w) };
+    let load = |i: usize| {
+        // SAFETY: `i < words`: in bounds and aligned (caller's promise);
+        // `AtomicU64` has the size and alignment of a `u64` on the 64-bit
+        // targets we build for.
+        unsafe { &*src.add(8 * i).cast::<AtomicU64>() }.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Four words per step: independent loads the CPU overlaps (atomic
+    // loads are not merged into vector loads by the compiler).
+    let mut i = 0;
+    while i + 4 <= words {
+        let w = [load(i), load(i + 1), load(i + 2), load(i + 3)];
+        // SAFETY: `buf` has capacity for `words * 8` bytes; `i + 4 <= words`.
+        unsafe { dst.add(8 * i).cast::<[u64; 4]>().write_unaligned(w) };
+        i += 4;
+    }
+    while i < words {
+        // SAFETY: as above, `i < words`.
+        unsafe { dst.add(8 * i).cast::<u64>().write_unaligned(load(i)) };
+        i += 1;
     }
     // SAFETY: the first `len <= words * 8` bytes were written above.
     unsafe { buf.set_len(len) };
