@@ -315,8 +315,8 @@ mod tests {
             Err(Error::UnsupportedMapFlags { flags, unsupported, name })
                 if flags == ow && unsupported == 1 << 19 && name.contains("BPF_F_RB_OVERWRITE")
         ));
-        assert_eq!(check_spectator_flags(ow).unwrap(), true);
-        assert_eq!(check_spectator_flags(bpf::BPF_F_RDONLY).unwrap(), false);
+        assert!(check_spectator_flags(ow).unwrap());
+        assert!(!check_spectator_flags(bpf::BPF_F_RDONLY).unwrap());
         assert!(check_spectator_flags(ow | 1 << 25).is_err());
         assert!(matches!(
             check_consumer_flags(1 << 25),
