@@ -34,7 +34,7 @@ mod sys;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
-use bpf_ringbuf::RingBuf;
+use bpf_ringbuf::{LostCounter, RingBuf};
 
 /// What can go wrong while loading or attaching a tracer.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,9 @@ impl ExecEvent {
 }
 
 /// The execsnoop: a program attached to `sched_process_exec` that writes an
-/// [`ExecEvent`] per exec into its own ring. Dropping it detaches the
+/// [`ExecEvent`] per exec into its own ring, and counts the events it could
+/// not write (the ring was full) in a [`LostCounter`] named by the
+/// library's convention (`exec_event_lost`). Dropping it detaches the
 /// program.
 #[derive(Debug)]
 pub struct ExecTracer {
@@ -136,26 +138,43 @@ pub struct ExecTracer {
     _link: OwnedFd,
     _prog: OwnedFd,
     ring: RingBuf,
+    lost: LostCounter,
 }
 
 impl ExecTracer {
+    /// The ring's map name.
+    pub const RING_NAME: &'static str = "exec_events";
+
     /// Creates a ring of `ring_size` bytes (a power of two, a multiple of
-    /// the page size), loads the program and attaches it. A reservation that
-    /// fails because the ring is full loses that event.
+    /// the page size) and its lost-event counter, loads the program and
+    /// attaches it. A reservation that fails because the ring is full loses
+    /// that event, and counts it.
     pub fn new(ring_size: usize) -> Result<ExecTracer, TraceError> {
-        let ring = RingBuf::create_named(ring_size, "exec_events")?;
+        let ring = RingBuf::create_named(ring_size, Self::RING_NAME)?;
+        let lost = LostCounter::create(&LostCounter::name_for(Self::RING_NAME))?;
         let blob = std::fs::read(btf::VMLINUX)
             .map_err(|e| TraceError::Btf(format!("{}: {e}", btf::VMLINUX)))?;
         let offs =
             btf::Btf::parse(&blob)?.member_offsets("task_struct", &["real_parent", "tgid"])?;
-        let insns = prog::exec_program(ring.as_fd().as_raw_fd(), offs[0], offs[1]);
+        let insns = prog::exec_program(
+            ring.as_fd().as_raw_fd(),
+            lost.as_fd().as_raw_fd(),
+            offs[0],
+            offs[1],
+        );
         let prog = sys::load_raw_tracepoint(&insns, "execsnoop")?;
         let link = sys::raw_tracepoint_open(prog.as_fd(), c"sched_process_exec")?;
         Ok(ExecTracer {
             _link: link,
             _prog: prog,
             ring,
+            lost,
         })
+    }
+
+    /// The count of events lost because the ring was full.
+    pub fn lost(&self) -> &LostCounter {
+        &self.lost
     }
 
     /// The ring the program writes into.

@@ -53,3 +53,32 @@ fn sees_a_spawned_child() {
         }
     );
 }
+
+/// With nobody reading, a small ring fills, and every exec after that is
+/// counted in the lost-event counter (with its times), by the convention.
+#[test]
+fn a_full_ring_counts_lost_events() {
+    if !privileged_or_skip("a_full_ring_counts_lost_events") {
+        return;
+    }
+    let page = bpf_ringbuf::page_size();
+    let tracer = ExecTracer::new(page).unwrap();
+    assert_eq!(tracer.lost().read().unwrap().total, 0);
+    // A ring of one page holds fewer than page / 40 events (header
+    // included); this test's own children alone are more than that.
+    let children = page / 40 + 50;
+    for _ in 0..children {
+        std::process::Command::new("/bin/true").status().unwrap();
+    }
+    let lost = tracer.lost().read().unwrap();
+    let held = tracer.ring().size() / 40;
+    assert!(
+        lost.total >= (children - held) as u64,
+        "{} lost of {children} execs, the ring holds {held}",
+        lost.total
+    );
+    assert!(
+        lost.first_ns.is_some() && lost.first_ns <= lost.last_ns,
+        "{lost:?}"
+    );
+}
