@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command as StdCommand, Stdio};
 
 use assert_cmd::Command;
+use base64::Engine as _;
 use bpf_ringbuf::testing::{
     check_payload, create_map, privileged_or_skip, temp_pin_path, KernelProducer, ProducerConfig,
 };
@@ -169,6 +170,8 @@ fn completions_for_bash() {
 fn list_finds_rings_with_their_fill() {
     privileged!();
     let (ring, path) = pinned_ring("cli_list", 1 << 16, 10, 24);
+    let user = create_map(bpf_ringbuf::MapInfo::USER_RINGBUF, 0, 0, 1 << 14).unwrap();
+    let user_id = bpf_ringbuf::MapInfo::of(&user).unwrap().id;
     let (code, out, err) = run(&["list", "--json"]);
     assert_eq!(code, 0, "{err}");
     let all: Value = serde_json::from_str(&out).unwrap();
@@ -184,6 +187,20 @@ fn list_finds_rings_with_their_fill() {
     assert_eq!(me["producer_pos"], 10 * 32); // 24 bytes + 8 header each
     assert_eq!(me["consumer_pos"], 0);
     assert_eq!(me["fill"], 320.0 / 65536.0);
+    let u = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == user_id)
+        .unwrap_or_else(|| panic!("user ring {user_id} not listed: {out}"));
+    assert_eq!(
+        (&u["kind"], &u["size"], &u["producer_pos"]),
+        (
+            &Value::from("user ring"),
+            &Value::from(1 << 14),
+            &Value::Null
+        )
+    );
     let pid = std::process::id();
     assert!(
         me["holders"]
@@ -348,6 +365,17 @@ fn tail_watches_without_consuming_in_every_format() {
         raw = &raw[4 + len..];
     }
     assert!(raw.is_empty());
+
+    // json with the payload in base64.
+    let (code, out, _) = run(&["tail", &id, "-f", "json", "--payload", "base64", "-n", "1"]);
+    assert_eq!(code, 0);
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let b64 = v["data_base64"].as_str().unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
+    assert_eq!((bytes.len(), check_payload(&bytes)), (32, Ok(0)));
+    assert!(v.get("data").is_none() && v.get("fields").is_none(), "{v}");
 
     // --since now: only what comes after the start.
     let (code, out, _) = run(&["tail", &id, "--since", "now", "--timeout", "50ms"]);
