@@ -223,20 +223,17 @@ impl Consumer {
         let fd = sys::dup(borrowed)?;
         let size = checked.size;
         let page = sys::page_size();
-        let consumer =
-            Mmap::map("mmap(consumer page)", fd.as_fd(), page, 0, true).map_err(|e| match e {
+        let (consumer, producer) =
+            Mmap::map_ring(fd.as_fd(), page, size, true).map_err(|e| match e {
                 // The descriptor lacks write access: the kernel's
-                // ringbuf_map_mmap_kern refuses a writable mapping of it.
-                Error::PermissionDenied { call, source } => Error::ReadOnlyMap { call, source },
+                // ringbuf_map_mmap_kern refuses a writable mapping of the
+                // consumer page.
+                Error::PermissionDenied {
+                    call: call @ "mmap(consumer page)",
+                    source,
+                } => Error::ReadOnlyMap { call, source },
                 e => e,
             })?;
-        let producer = Mmap::map(
-            "mmap(producer page and data)",
-            fd.as_fd(),
-            page + 2 * size,
-            page,
-            false,
-        )?;
         let cur = Cursor::from_kernel_mappings(consumer, producer, page, size)?;
         Ok(Consumer::from_parts(cur, fd, claim))
     }

@@ -50,6 +50,7 @@ use crate::error::{Error, Result};
 use crate::map::{check_map, check_spectator_flags, RingBuf};
 use crate::reader::earliest;
 use crate::ring::abi::{record_stride, HEADER_SIZE};
+pub use crate::ring::spectate::SpectatorStats;
 use crate::ring::spectate::{Look, SpectateCursor, StartAt};
 use crate::sys::{self, bpf, mmap::Mmap};
 use crate::wait::{self, ReaderHandle, Shared, Waiter};
@@ -108,28 +109,6 @@ pub enum Event {
     Record(Observed),
     /// Records lost to the producer.
     Gap(Gap),
-}
-
-/// What a [`Spectator`] has seen since it was opened.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SpectatorStats {
-    /// Records copied and returned intact.
-    pub records: u64,
-    /// Their payload bytes.
-    pub bytes: u64,
-    /// Discarded records skipped.
-    pub discarded: u64,
-    /// Records whose header was read but whose copy the producer overwrote.
-    pub lapped_records: u64,
-    /// Ring bytes lost to the producer in all (headers and padding
-    /// included): the records above, and the spans skipped after a lapped
-    /// header.
-    pub lapped_bytes: u64,
-    /// Times the producer overwrote the header at the spectator's position,
-    /// so it started again from the oldest boundary (a [`Gap`] with
-    /// `records: None`).
-    pub resyncs: u64,
 }
 
 /// Reads a ring's records without consuming them: the consumer position is
@@ -206,15 +185,9 @@ impl Spectator {
         let fd = sys::dup(borrowed)?;
         let size = checked.size;
         let page = sys::page_size();
-        // Read-only: a spectator never writes consumer_pos.
-        let consumer = Mmap::map("mmap(consumer page)", fd.as_fd(), page, 0, false)?;
-        let producer = Mmap::map(
-            "mmap(producer page and data)",
-            fd.as_fd(),
-            page + 2 * size,
-            page,
-            false,
-        )?;
+        // Read-only, the consumer page included: a spectator never writes
+        // consumer_pos.
+        let (consumer, producer) = Mmap::map_ring(fd.as_fd(), page, size, false)?;
         let cur = SpectateCursor::from_kernel_mappings(
             consumer,
             producer,
@@ -398,15 +371,7 @@ impl Spectator {
 
     /// The counters since this spectator was opened.
     pub fn stats(&self) -> SpectatorStats {
-        let c = self.cur.counters();
-        SpectatorStats {
-            records: c.records,
-            bytes: c.bytes,
-            discarded: c.discarded,
-            lapped_records: c.lapped_records,
-            lapped_bytes: c.lapped_bytes,
-            resyncs: c.resyncs,
-        }
+        *self.cur.counters()
     }
 
     /// The spectator's position: where the next record it reads starts.

@@ -108,14 +108,25 @@ pub(crate) enum Point {
     AfterCopy,
 }
 
-/// What a spectator has seen; plain counters, updated per step.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SpectateCounters {
+/// What a [`Spectator`](crate::Spectator) has seen since it was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SpectatorStats {
+    /// Records copied and returned intact.
     pub records: u64,
+    /// Their payload bytes.
     pub bytes: u64,
+    /// Discarded records skipped.
     pub discarded: u64,
+    /// Records whose header was read but whose copy the producer overwrote.
     pub lapped_records: u64,
+    /// Ring bytes lost to the producer in all (headers and padding
+    /// included): the records above, and the spans skipped after a lapped
+    /// header.
     pub lapped_bytes: u64,
+    /// Times the producer overwrote the header at the spectator's position,
+    /// so it started again from the oldest boundary (a [`Gap`](crate::Gap) with
+    /// `records: None`).
     pub resyncs: u64,
 }
 
@@ -129,7 +140,7 @@ pub(crate) struct SpectateCursor {
     pos: usize,
     /// The last producer position loaded (a cache: `pos` is behind or at it).
     prod: usize,
-    counters: SpectateCounters,
+    counters: SpectatorStats,
     /// Owns the memory `ring` points into.
     _mem: Box<dyn Send + std::fmt::Debug>,
 }
@@ -166,7 +177,7 @@ impl SpectateCursor {
             overwrite: overwrite.map(NonNull::cast),
             pos: 0,
             prod: 0,
-            counters: SpectateCounters::default(),
+            counters: SpectatorStats::default(),
             _mem: mem,
         };
         cur.seek(start)?;
@@ -227,7 +238,7 @@ impl SpectateCursor {
         self.pos
     }
 
-    pub(crate) fn counters(&self) -> &SpectateCounters {
+    pub(crate) fn counters(&self) -> &SpectatorStats {
         &self.counters
     }
 

@@ -58,6 +58,27 @@ impl Mmap {
         })
     }
 
+    /// The two mappings of a ring buffer map of `size` data bytes: the
+    /// consumer page (file offset 0; writable if `writable_consumer`) and
+    /// the producer page followed by the data pages mapped twice (file
+    /// offset one page, read-only).
+    pub(crate) fn map_ring(
+        fd: BorrowedFd<'_>,
+        page: usize,
+        size: usize,
+        writable_consumer: bool,
+    ) -> Result<(Mmap, Mmap), Error> {
+        let consumer = Mmap::map("mmap(consumer page)", fd, page, 0, writable_consumer)?;
+        let producer = Mmap::map(
+            "mmap(producer page and data)",
+            fd,
+            page + 2 * size,
+            page,
+            false,
+        )?;
+        Ok((consumer, producer))
+    }
+
     /// Reserves `len` bytes of address space (`PROT_NONE`, anonymous), to be
     /// filled by [`Mmap::map_fixed`]. Used by the fake ring's double mapping.
     #[cfg(feature = "testing")]
