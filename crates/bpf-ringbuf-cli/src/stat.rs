@@ -1,8 +1,11 @@
 //! `stat <ID|PIN>`: one ring in detail; `--watch` redraws it with rates.
 
 use std::io::{IsTerminal as _, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use bpf_ringbuf::{LostCounter, MapInfo};
 
 use crate::common::{
@@ -77,9 +80,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?;
     }
     let start = prev.at;
+    // Ctrl-C ends the watch between two samples, with exit code 0.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed))
+        .context("cannot handle Ctrl-C")?;
     let mut n = 0u64;
     while args.samples.is_none_or(|max| n < max) {
-        std::thread::sleep(every);
+        let wake = Instant::now() + every;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < wake {
+            std::thread::sleep((wake - Instant::now()).min(Duration::from_millis(50)));
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         let now = sample(&ring, lost.as_ref())?;
         let secs = now.at.duration_since(prev.at).as_secs_f64().max(1e-9);
         let rates = Rates {

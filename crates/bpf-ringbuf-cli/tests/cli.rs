@@ -284,6 +284,14 @@ fn stat_shows_positions_lost_events_and_watches() {
         assert_eq!(cols[3], prod.to_string(), "lag: {l}");
         assert_eq!(cols[5], report.dropped.to_string(), "lost: {l}");
     }
+    // Ctrl-C ends a watch with exit code 0, after the lines so far.
+    let mut watch = spawn(&["stat", &ring.id().to_string(), "--watch", "10ms"]);
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    lines.next().unwrap().unwrap(); // the header
+    lines.next().unwrap().unwrap(); // a sample
+    sigint(&watch);
+    assert!(watch.wait().unwrap().success());
+
     std::fs::remove_file(&path).unwrap();
     std::fs::remove_file(&lost_path).unwrap();
 }
