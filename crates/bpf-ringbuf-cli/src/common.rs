@@ -223,6 +223,11 @@ pub fn holders_of(id: u32) -> Vec<Holder> {
     holders().remove(&id).unwrap_or_default()
 }
 
+/// A spectator of `ring`, to read its positions again and again.
+pub fn watcher(ring: &RingBuf) -> anyhow::Result<Spectator> {
+    Spectator::new(ring, Start::Now).with_context(|| format!("cannot map ring {}", ring.id()))
+}
+
 /// The kernel's producer and consumer positions of a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Positions {
@@ -234,12 +239,15 @@ impl Positions {
     /// Reads the positions through a spectator (it never writes the
     /// consumer position, and works next to a consumer in this process).
     pub fn of(ring: &RingBuf) -> anyhow::Result<Positions> {
-        let s = Spectator::new(ring, Start::Now)
-            .with_context(|| format!("cannot map ring {}", ring.id()))?;
-        Ok(Positions {
+        Ok(Positions::now(&watcher(ring)?))
+    }
+
+    /// The positions as they are now in the ring `s` watches.
+    pub fn now(s: &Spectator) -> Positions {
+        Positions {
             producer: s.producer_position(),
             consumer: s.consumer_position(),
-        })
+        }
     }
 
     /// Bytes produced and not yet consumed.

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bpf_ringbuf::{LostCounter, MapInfo};
+use bpf_ringbuf::{LostCounter, MapInfo, Spectator};
 
 use crate::common::{
-    describe_lost, holders_of, human_bytes, lost_counter, parse_duration, Positions, Target,
+    describe_lost, holders_of, human_bytes, lost_counter, parse_duration, watcher, Positions,
+    Target,
 };
 use crate::list::{flags, kind};
 
@@ -48,30 +49,31 @@ struct Sample {
     lost: Option<u64>,
 }
 
-fn sample(ring: &bpf_ringbuf::RingBuf, lost: Option<&LostCounter>) -> anyhow::Result<Sample> {
-    Ok(Sample {
+fn sample(ring: &Spectator, lost: Option<&LostCounter>) -> Sample {
+    Sample {
         at: Instant::now(),
-        pos: Positions::of(ring)?,
+        pos: Positions::now(ring),
         lost: lost.and_then(|l| l.read().ok()).map(|l| l.total),
-    })
+    }
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let ring = args.target.open()?;
     let info = MapInfo::of(&ring)?;
+    let ring = watcher(&ring)?;
     let lost = lost_counter(&args.target, &info.name);
     let mut out = std::io::stdout().lock();
     let Some(every) = args.watch else {
         return details(
             &mut out,
             &info,
-            &sample(&ring, lost.as_ref())?,
+            &sample(&ring, lost.as_ref()),
             lost.as_ref(),
             None,
         );
     };
     let tty = std::io::stdout().is_terminal();
-    let mut prev = sample(&ring, lost.as_ref())?;
+    let mut prev = sample(&ring, lost.as_ref());
     if !tty {
         writeln!(
             out,
@@ -94,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let now = sample(&ring, lost.as_ref())?;
+        let now = sample(&ring, lost.as_ref());
         let secs = now.at.duration_since(prev.at).as_secs_f64().max(1e-9);
         let rates = Rates {
             produced: now.pos.producer.wrapping_sub(prev.pos.producer) as f64 / secs,
