@@ -35,7 +35,8 @@ u8[N] (hex), at C struct offsets.
 Without --consume the ring's consumer position is never written: the owner
 still gets every record. --consume makes this tool the consumer: records it
 prints are gone for everyone else, so it refuses while another process holds
-the ring, unless --force.
+the ring, unless --force. It hands records back to the kernel only once they
+are written out: what it could not print stays in the ring.
 
 Ends after --count records, at --timeout, when stdout closes (exit 0, quietly)
 or on Ctrl-C (a summary line on stderr: records, bytes, lapped, lost).")]
@@ -101,6 +102,11 @@ enum Since {
 /// modes without a close handle, and whether the ring still exists.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
+/// Records between two flushes of the output when it is not a terminal (a
+/// consumer hands records back to the kernel at each flush: the ring must
+/// not fill with records already printed).
+const FLUSH_EVERY: usize = 256;
+
 /// Where records come from.
 enum Source {
     /// A spectator: the consumer position is never written.
@@ -165,8 +171,9 @@ impl Source {
         }
     }
 
-    /// The record returned last has been written out: a consumer hands it
-    /// back to the kernel only now.
+    /// The records returned so far have been written out: a consumer hands
+    /// them back to the kernel only now, so a record it could not print
+    /// (stdout closed, a crash) is still in the ring for the next consumer.
     fn done(&mut self) {
         match self {
             Source::Watch(_) => {}
@@ -222,47 +229,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         data: Vec::new(),
     };
     let mut next_check = Instant::now() + CHECK_EVERY;
+    // Records written to `out` but not yet flushed (and, as the consumer,
+    // not yet handed back: a record is consumed only once it is out).
+    let mut pending = 0usize;
     let reason = loop {
         if args.count.is_some_and(|c| totals.records >= c) {
             break End::Count;
         }
-        let got = source.next(&mut rec, None)?;
-        if let Got::Record = got {
-            write_record(&mut out, &args, &rec, totals.records)?;
-            if tty {
-                out.flush()?;
-            }
+        let mut got = source.next(&mut rec, None)?;
+        if !matches!(got, Got::Record) {
+            // Nothing now: show what was written, hand it back, then wait.
+            out.flush()?;
             source.done();
-            totals.records += 1;
-            totals.bytes += rec.data.len() as u64;
-            continue;
-        }
-        // Nothing now: show what was written, then wait.
-        out.flush()?;
-        if matches!(got, Got::Closed) || stop.load(Ordering::Relaxed) {
-            break End::Interrupted;
-        }
-        let now = Instant::now();
-        if end_at.is_some_and(|t| now >= t) {
-            break End::Timeout;
-        }
-        if now >= next_check {
-            check_still_there(&args.target, &info, &holders)?;
-            next_check = now + CHECK_EVERY;
-        }
-        let deadline = end_at.map_or(next_check, |t| t.min(next_check));
-        match source.next(&mut rec, Some(deadline))? {
-            Got::Record => {
-                write_record(&mut out, &args, &rec, totals.records)?;
-                source.done();
-                totals.records += 1;
-                totals.bytes += rec.data.len() as u64;
+            pending = 0;
+            if matches!(got, Got::Closed) || stop.load(Ordering::Relaxed) {
+                break End::Interrupted;
             }
-            Got::Empty => {}
-            Got::Closed => break End::Interrupted,
+            let now = Instant::now();
+            if end_at.is_some_and(|t| now >= t) {
+                break End::Timeout;
+            }
+            if now >= next_check {
+                check_still_there(&args.target, &info, &holders)?;
+                next_check = now + CHECK_EVERY;
+            }
+            got = source.next(
+                &mut rec,
+                Some(end_at.map_or(next_check, |t| t.min(next_check))),
+            )?;
+            match got {
+                Got::Record => {}
+                Got::Empty => continue,
+                Got::Closed => break End::Interrupted,
+            }
+        }
+        write_record(&mut out, &args, &rec, totals.records)?;
+        totals.records += 1;
+        totals.bytes += rec.data.len() as u64;
+        pending += 1;
+        if tty || pending >= FLUSH_EVERY {
+            out.flush()?;
+            source.done();
+            pending = 0;
         }
     };
     out.flush()?;
+    source.done();
     if reason != End::Count {
         let (lapped, lapped_bytes) = source.lapped();
         let lost = match (lost.and_then(|l| l.read().ok()), lost_at_start) {

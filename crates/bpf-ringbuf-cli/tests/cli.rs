@@ -536,20 +536,32 @@ fn tail_into_a_closed_pipe_exits_0_quietly() {
     privileged!();
     // Far more output than the pipe and tail's buffer hold.
     let (ring, path) = pinned_ring("cli_pipe", 1 << 16, 1000, 48);
-    let out = StdCommand::new("bash")
-        .args([
-            "-c",
-            &format!(
-                "set -o pipefail; '{BIN}' tail {} --timeout 30s | head -n 3",
-                ring.id()
-            ),
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
-    assert_eq!(err, "", "nothing on stderr, no panic");
+    for consume in ["", "--consume --force"] {
+        let out = StdCommand::new("bash")
+            .args([
+                "-c",
+                &format!(
+                    "set -o pipefail; '{BIN}' tail {} {consume} --timeout 30s | head -n 3",
+                    ring.id()
+                ),
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{consume}: {err}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+        assert_eq!(err, "", "{consume}: nothing on stderr, no panic");
+    }
+    // As the consumer, tail handed back only records it had written out:
+    // the rest are still there for the next consumer, in order.
+    let (prod, cons) = positions(&ring);
+    assert_eq!(prod, 1000 * 56);
+    assert!(cons < prod && cons % 56 == 0, "{cons}");
+    let mut reader = Reader::new(&ring).unwrap();
+    reader.set_deadline(Some(std::time::Instant::now()));
+    for seq in cons / 56..1000 {
+        assert_eq!(check_payload(&reader.read().unwrap().data), Ok(seq));
+    }
     std::fs::remove_file(path).unwrap();
 }
 
