@@ -77,9 +77,10 @@ fn spawn(args: &[&str]) -> Child {
         .unwrap()
 }
 
+/// SIGINT, as Ctrl-C sends it (bash's builtin `kill`: no procps needed).
 fn sigint(child: &Child) {
-    let ok = StdCommand::new("kill")
-        .args(["-INT", &child.id().to_string()])
+    let ok = StdCommand::new("bash")
+        .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
         .unwrap();
     assert!(ok.success());
