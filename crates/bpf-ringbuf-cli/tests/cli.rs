@@ -517,7 +517,12 @@ fn without_privileges_every_command_says_so() {
     let cp = StdCommand::new("cp").arg(BIN).arg(&copy).status().unwrap();
     assert!(cp.success());
     let id = ring.id().to_string();
-    for args in [&["list"][..], &["stat", &id], &["tail", &id]] {
+    for args in [
+        &["list"][..],
+        &["stat", &id],
+        &["tail", &id],
+        &["trace", "exec"],
+    ] {
         let out = StdCommand::new("setpriv")
             .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
             .arg(&copy)
