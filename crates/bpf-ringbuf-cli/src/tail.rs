@@ -63,7 +63,7 @@ pub struct Args {
     /// by the producer for each record (cheaper for the producer).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_latency: Option<Duration>,
-    /// Where to start: the oldest record still in the ring, or only records
+    /// Where to start: the oldest record the ring holds, or only records
     /// written from now on.
     #[arg(long, value_enum, default_value_t = Since::Oldest)]
     since: Since,
@@ -91,8 +91,8 @@ enum Payload {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Since {
-    /// The oldest record still in the ring (with --consume: the oldest
-    /// unconsumed one).
+    /// The oldest record the ring still holds: the oldest unconsumed one
+    /// (in overwrite mode, the oldest not yet overwritten).
     Oldest,
     /// Records written after the start.
     Now,
