@@ -132,9 +132,20 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     n.checked_mul(mult).ok_or_else(bad)
 }
 
-/// Parses a count that may use the size suffixes (`100K`).
+/// Parses a count: `5000`, `100K`, `2M`, `1G` (decimal multiples).
 pub fn parse_count(s: &str) -> Result<u64, String> {
-    parse_size(s).map(|n| n as u64)
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let bad = || format!("{s:?} is not a count (e.g. 5000, 100K, 2M)");
+    let n: u64 = t[..digits].parse().map_err(|_| bad())?;
+    let mult = match t[digits..].to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1_000,
+        "m" => 1_000_000,
+        "g" => 1_000_000_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// `262144` as `256 KiB`.
@@ -325,6 +336,10 @@ mod tests {
         assert_eq!(parse_size("1g"), Ok(1 << 30));
         assert!(parse_size("x").is_err());
         assert!(parse_size("4T").is_err());
+        assert_eq!(parse_count("100K"), Ok(100_000));
+        assert_eq!(parse_count("2m"), Ok(2_000_000));
+        assert_eq!(parse_count("5000"), Ok(5000));
+        assert!(parse_count("1KiB").is_err() && parse_count("").is_err());
         assert_eq!(human_bytes(262144), "256 KiB");
         assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(human_bytes(100), "100 B");
