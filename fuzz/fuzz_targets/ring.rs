@@ -1,6 +1,7 @@
 //! Arbitrary bytes as ring memory and positions, read through the public
 //! `Reader` over a `FakeRing` (the kernel's layout: the data pages mapped
-//! twice), in every read mode. Must never crash, hang or read out of bounds.
+//! twice), in every read mode, then through a `Spectator` (copy-and-validate)
+//! over the same bytes. Must never crash, hang or read out of bounds.
 //!
 //! Input: `[cons: u64][prod: u64][mode: u8][data ...]`. When bit 7 of `mode`
 //! is set, `prod` is read as a small offset from `cons` (plausible rings);
@@ -12,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
 use bpf_ringbuf::testing::FakeRing;
-use bpf_ringbuf::{Budget, Record};
+use bpf_ringbuf::{Budget, Record, Start};
 use libfuzzer_sys::fuzz_target;
 
 /// One ring for the whole run (mapping one per input would dominate the
@@ -102,6 +103,16 @@ fuzz_target!(|input: &[u8]| {
                 }
             }
             let _ = reader.available_bytes();
+        }
+    }
+    // A spectator over the same bytes: an error or records, never a panic.
+    if let Ok(mut spec) = ring.spectator(Start::Consumer) {
+        let mut buf = Vec::new();
+        for _ in 0..MAX_RECORDS {
+            match spec.try_next(&mut buf) {
+                Ok(Some(_)) => sink += buf.len() as u64,
+                _ => break,
+            }
         }
     }
     std::hint::black_box(sink);
