@@ -172,6 +172,8 @@ mod error;
 #[cfg(target_os = "linux")]
 mod lost;
 mod map;
+#[cfg(target_os = "linux")]
+mod map_info;
 mod reader;
 #[expect(unsafe_code, reason = "the ring protocol over mapped memory")]
 mod ring;
@@ -199,6 +201,8 @@ pub use error::{Error, Result};
 #[cfg(target_os = "linux")]
 pub use lost::{LostCounter, LostEvents};
 pub use map::RingBuf;
+#[cfg(target_os = "linux")]
+pub use map_info::{map_ids, MapIds, MapInfo};
 pub use reader::{Batch, Reader, WakePolicy};
 pub use ring::abi;
 #[cfg(target_os = "linux")]

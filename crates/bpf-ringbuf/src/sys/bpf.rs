@@ -26,6 +26,7 @@ pub(crate) const BPF_OBJ_PIN: u32 = 6;
 pub(crate) const BPF_OBJ_GET: u32 = 7;
 #[cfg(feature = "testing")]
 pub(crate) const BPF_PROG_TEST_RUN: u32 = 10;
+pub(crate) const BPF_MAP_GET_NEXT_ID: u32 = 12;
 pub(crate) const BPF_MAP_GET_FD_BY_ID: u32 = 14;
 pub(crate) const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
 #[cfg(feature = "testing")]
@@ -353,6 +354,22 @@ pub(crate) fn map_get_fd_by_id(id: u32, open_flags: u32) -> Result<OwnedFd, Erro
         ..Default::default()
     };
     bpf("bpf(BPF_MAP_GET_FD_BY_ID)", BPF_MAP_GET_FD_BY_ID, &mut attr).map(owned)
+}
+
+/// `bpf(BPF_MAP_GET_NEXT_ID)`: the id of the first map with an id above
+/// `start`, or `None` when there is none (`ENOENT`).
+pub(crate) fn map_get_next_id(start: u32) -> Result<Option<u32>, Error> {
+    let mut attr = GetIdAttr {
+        id: start,
+        ..Default::default()
+    };
+    match bpf("bpf(BPF_MAP_GET_NEXT_ID)", BPF_MAP_GET_NEXT_ID, &mut attr) {
+        Ok(_) => Ok(Some(attr.next_id)),
+        Err(Error::Syscall { source, .. }) if source.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `bpf(BPF_MAP_UPDATE_ELEM)` with `BPF_ANY`.
