@@ -202,6 +202,17 @@ pub struct Stats {
 }
 
 impl Consumer {
+    /// The default cadence of [`set_publish_every`](Self::set_publish_every):
+    /// a page of ring bytes (4 KiB), or a quarter of a smaller ring. Small
+    /// enough that a BPF program sampling its wakeups on the unconsumed data
+    /// (`bpf_ringbuf_query(BPF_RB_AVAIL_DATA)` against a threshold, then
+    /// `BPF_RB_FORCE_WAKEUP`) sees a woken reader's progress within
+    /// microseconds and stops forcing wakeups (measured in BENCHMARKS.md's
+    /// sampled-wakeup tables: a quarter of the ring forced about twice as
+    /// many as libbpf, which publishes after every record); large enough
+    /// that the store costs nothing per record.
+    pub const PUBLISH_EVERY: usize = 4096;
+
     /// Opens a consumer of a ring buffer map: a [`RingBuf`](crate::RingBuf),
     /// or any `AsFd` that is one (an aya or libbpf-rs map, a raw `OwnedFd`).
     ///
@@ -233,7 +244,7 @@ impl Consumer {
     }
 
     pub(crate) fn from_parts(cur: Cursor, fd: OwnedFd, claim: Claim) -> Consumer {
-        let publish_every = cur.raw().size() / 4;
+        let publish_every = (cur.raw().size() / 4).min(Consumer::PUBLISH_EVERY);
         Consumer {
             cur,
             fd,
@@ -244,7 +255,8 @@ impl Consumer {
 
     /// Within one [`consume`](Self::consume) call, publish the consumer
     /// position after every `bytes` ring bytes as well as at the end
-    /// (default: a quarter of the ring). A long drain then shows its progress
+    /// (default: [`PUBLISH_EVERY`](Self::PUBLISH_EVERY), or a quarter of a
+    /// smaller ring). A long drain then shows its progress
     /// to the kernel, and to a BPF program that decides its wakeups from the
     /// unconsumed data (`bpf_ringbuf_query(BPF_RB_AVAIL_DATA)`), at the cost
     /// of one store per `bytes`, not per record. Zero-copy reads cannot do

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bpf_ringbuf::testing::{check_payload, FakeRing, KernelProducer, ProducerConfig, Wakeup};
-use bpf_ringbuf::{page_size, Error, Reader, RingBuf, WakePolicy};
+use bpf_ringbuf::{page_size, Consumer, Error, Reader, RingBuf, WakePolicy};
 
 const POLICIES: [WakePolicy; 3] = [
     WakePolicy::Kernel,
@@ -232,7 +232,10 @@ fn a_long_consume_publishes_every_n_bytes() {
         ring.output(&i.to_le_bytes(), Wakeup::NoWakeup).unwrap(); // stride 16
     }
     let mut c = ring.consumer().unwrap();
-    assert_eq!(c.publish_every(), ring.size() / 4);
+    // The default: a page of ring bytes, or a quarter of a smaller ring.
+    assert_eq!(c.publish_every(), Consumer::PUBLISH_EVERY);
+    let small = FakeRing::new(page_size()).unwrap();
+    assert_eq!(small.consumer().unwrap().publish_every(), page_size() / 4);
     c.set_publish_every(1600); // every 100 records
     let mut seen = Vec::new();
     c.consume(|rec| {
