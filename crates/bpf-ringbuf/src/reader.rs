@@ -370,9 +370,13 @@ impl Reader {
     /// in the past means "read what is there now", then
     /// [`Error::DeadlineExceeded`].
     ///
-    /// Like every `&mut self` method, it first commits outstanding zero-copy reads.
+    /// Like every `&mut self` method, it first commits outstanding zero-copy
+    /// reads. It is meant to be called before every wait (a deadline per
+    /// wait): a record a napping reader holds back (see
+    /// [`WakePolicy::Interval`]) stays held, so setting a deadline does not
+    /// make the producer pay a wakeup for the next record.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
-        self.core.cursor_mut().publish();
+        self.core.cursor_mut().publish_if_lent();
         self.deadline = deadline;
     }
 

@@ -300,14 +300,17 @@ fn a_nap_bounds_the_latency_of_records_that_wake_nobody() {
 /// but its last record, so the kernel sees the reader behind and sends no
 /// default wakeups for a trickle of records (the producer pays none); the
 /// record is handed back when the reader drops, and never delivered twice.
+/// Also with a deadline set before every wait, as loops with a timeout per
+/// wait do: `set_deadline` keeps the record held.
 #[test]
 fn a_napping_reader_stays_behind_and_the_producer_pays_no_wakeups() {
-    for policy in [
+    let policies = [
         WakePolicy::Interval(Duration::from_millis(5)),
         WakePolicy::Adaptive {
             max_latency: Duration::from_millis(5),
         },
-    ] {
+    ];
+    for (policy, deadline_per_wait) in policies.into_iter().flat_map(|p| [(p, false), (p, true)]) {
         let ring = std::sync::Arc::new(FakeRing::new(page_size()).unwrap());
         let mut reader = ring.reader().unwrap();
         reader.set_wake_policy(policy);
@@ -323,6 +326,9 @@ fn a_napping_reader_stays_behind_and_the_producer_pays_no_wakeups() {
         let mut next = 0u64;
         reader.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
         while next < 40 {
+            if deadline_per_wait {
+                reader.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+            }
             reader.wait().unwrap();
             reader
                 .consume(|rec| {
@@ -337,7 +343,7 @@ fn a_napping_reader_stays_behind_and_the_producer_pays_no_wakeups() {
         // (nothing to hold back yet), may have woken it.
         assert!(
             ring.wakeups() <= 1,
-            "{policy:?}: the producer paid {} wakeups for 40 records",
+            "{policy:?} (a deadline per wait: {deadline_per_wait}): the producer paid {} wakeups for 40 records",
             ring.wakeups()
         );
         // The last record is held back: the kernel sees one record unconsumed.
