@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use bpf_ringbuf::testing::{check_payload, fill_payload, FakeRing, Wakeup};
-use bpf_ringbuf::{page_size, Error, Reader, Readiness};
+use bpf_ringbuf::{page_size, Budget, Error, Reader, Readiness, StopReason};
 
 use bpf_ringbuf::abi::{BUSY_BIT as BUSY, DISCARD_BIT as DISCARD};
 
@@ -660,4 +660,76 @@ fn sampled_wakeups_start_at_the_threshold_of_unconsumed_bytes() {
         .unwrap()
         .submit(Wakeup::Sampled { threshold: 0 }));
     assert_eq!(ring.wakeups(), 6);
+}
+
+/// `consume_with_budget` stops exactly where a per-record check would:
+/// before the first record once `max_records` were delivered or their
+/// payload reached `max_bytes` (the loop looks at the byte budget only at
+/// marks; this checks every mark against the simple rule), over mixed
+/// sizes (0 to 300 bytes), discards in between, and budgets from nothing to
+/// more than the ring holds.
+#[test]
+fn budgets_stop_exactly_where_the_rule_says() {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for _ in 0..300 {
+        let ring = FakeRing::new(4 * page_size()).unwrap();
+        // (sequence, payload length) of the committed records, in order.
+        let mut records = Vec::new();
+        let mut seq = 0u32;
+        loop {
+            // The last entry is a record (after a trailing discard the drain
+            // would stop at its budget, not at the end).
+            let last = ring.size() - ring.producer_position() < 2 * 320;
+            let len = rand(301) as usize;
+            let mut r = ring.reserve(len.max(4)).expect("room, see `last`");
+            r.write(0, &seq.to_le_bytes());
+            if !last && rand(5) == 0 {
+                r.discard(Wakeup::NoWakeup);
+            } else {
+                r.submit(Wakeup::NoWakeup);
+                records.push((seq, len.max(4)));
+            }
+            seq += 1;
+            if last {
+                break;
+            }
+        }
+        let mut c = ring.consumer().unwrap();
+        let mut at = 0;
+        while at < records.len() {
+            let budget = Budget {
+                max_records: rand(records.len() as u64 + 2) as usize,
+                max_bytes: rand(20_000) as usize,
+            };
+            // The rule: deliver while under both budgets.
+            let (mut n, mut bytes) = (0, 0);
+            while at + n < records.len() && n < budget.max_records && bytes < budget.max_bytes {
+                bytes += records[at + n].1;
+                n += 1;
+            }
+            let mut got = Vec::new();
+            let st = c
+                .consume_with_budget(budget, |rec| {
+                    got.push(u32::from_le_bytes(rec[..4].try_into().unwrap()));
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            let want: Vec<u32> = records[at..at + n].iter().map(|r| r.0).collect();
+            assert_eq!(got, want, "{budget:?}");
+            assert_eq!((st.records, st.bytes), (n, bytes), "{budget:?}");
+            let stop = if at + n == records.len() {
+                StopReason::Empty
+            } else {
+                StopReason::Budget
+            };
+            assert_eq!(st.stop, stop, "{budget:?}");
+            at += n;
+        }
+    }
 }

@@ -566,9 +566,18 @@ impl Cursor {
         }
     }
 
-    /// [`drain`](Self::drain)'s loop; `BUDGET`: check the budget per record.
+    /// [`drain`](Self::drain)'s loop; `BUDGET`: the budget can stop it.
     /// The position, the bytes left before the producer position and the
     /// ring's base and mask stay in locals (registers) for the whole batch.
+    ///
+    /// The budget costs one decrement and test per record: the record budget
+    /// counts down, and the byte budget is looked at only at the loop's
+    /// `stop` mark, like the publish cadence. Payload bytes grow no faster
+    /// than the ring bytes they come from, so after a look that found
+    /// `bytes` delivered, the budget cannot be reached before
+    /// `max_bytes - bytes` more ring bytes: the next look is set there, and
+    /// the first record boundary where `bytes >= max_bytes` always finds
+    /// itself at or past it.
     #[inline(always)]
     fn drain_loop<F, const BUDGET: bool>(
         &mut self,
@@ -598,8 +607,16 @@ impl Cursor {
         // `publish_every` bytes is done): the loop's end test compares with
         // `stop` instead of 0, so the cadence costs nothing per record.
         let every = publish_every.max(HDR_SZ);
-        let mut stop = left.saturating_sub(every);
-        let mut records = 0usize;
+        let mut publish_at = left.saturating_sub(every);
+        // The next look at the byte budget (`left` at or below it), or 0.
+        let mut budget_at = if BUDGET {
+            left.saturating_sub(max_bytes)
+        } else {
+            0
+        };
+        let mut stop = publish_at.max(budget_at);
+        // Records delivered (without a budget), or still allowed (with one).
+        let mut records = if BUDGET { max_records } else { 0 };
         let mut bytes = 0usize;
         // Where the last record delivered starts (for `hold_last`).
         let mut last = pos;
@@ -608,12 +625,21 @@ impl Cursor {
                 if left == 0 {
                     break DrainEnd::Empty;
                 }
-                // A chunk is done and more is there: hand it back now.
-                self.pos.set(pos);
-                self.publish();
-                stop = left.saturating_sub(every);
+                if left <= publish_at {
+                    // A chunk is done and more is there: hand it back now.
+                    self.pos.set(pos);
+                    self.publish();
+                    publish_at = left.saturating_sub(every);
+                }
+                if BUDGET && left <= budget_at {
+                    if bytes >= max_bytes {
+                        break DrainEnd::Budget;
+                    }
+                    budget_at = left.saturating_sub(max_bytes - bytes);
+                }
+                stop = publish_at.max(budget_at);
             }
-            if BUDGET && (records >= max_records || bytes >= max_bytes) {
+            if BUDGET && records == 0 {
                 break DrainEnd::Budget;
             }
             let (len, next, ptr) = match ring.peek_record(pos, left) {
@@ -646,13 +672,20 @@ impl Cursor {
             left -= next.wrapping_sub(pos);
             last = pos;
             pos = next;
-            records += 1;
+            if BUDGET {
+                records -= 1;
+            } else {
+                records += 1;
+            }
             bytes += len;
             if f(rec).is_break() {
                 break DrainEnd::Callback;
             }
         };
         self.pos.set(pos);
+        if BUDGET {
+            records = max_records - records;
+        }
         if self.hold_last.get() && end == DrainEnd::Empty && records > 0 && !self.lent.get() {
             // Hand back everything but the last record delivered (see
             // `hold_last`); the rest of it is owed, published later or on drop.
