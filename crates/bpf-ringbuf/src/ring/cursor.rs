@@ -566,6 +566,29 @@ impl Cursor {
         }
     }
 
+    /// What [`drain_loop`](Self::drain_loop) does at its `stop` mark, out of
+    /// the loop (cold, not inlined: otherwise the compiler computes parts of
+    /// it for every record): publishes if a chunk of `every` bytes is done,
+    /// looks at the byte budget if due; returns the next mark, or `None`
+    /// when the byte budget is used up. `left > 0`.
+    #[cold]
+    #[inline(never)]
+    fn look(&mut self, m: &mut Marks, pos: usize, left: usize, bytes: usize) -> Option<usize> {
+        if left <= m.publish_at {
+            // A chunk is done and more is there: hand it back now.
+            self.pos.set(pos);
+            self.publish();
+            m.publish_at = left.saturating_sub(m.every);
+        }
+        if left <= m.budget_at {
+            if bytes >= m.max_bytes {
+                return None;
+            }
+            m.budget_at = left.saturating_sub(m.max_bytes - bytes);
+        }
+        Some(m.stop())
+    }
+
     /// [`drain`](Self::drain)'s loop; `BUDGET`: the budget can stop it.
     /// The position, the bytes left before the producer position and the
     /// ring's base and mask stay in locals (registers) for the whole batch.
@@ -606,15 +629,17 @@ impl Cursor {
         // Publish once `left` falls to `stop` or below (a chunk of
         // `publish_every` bytes is done): the loop's end test compares with
         // `stop` instead of 0, so the cadence costs nothing per record.
-        let every = publish_every.max(HDR_SZ);
-        let mut publish_at = left.saturating_sub(every);
-        // The next look at the byte budget (`left` at or below it), or 0.
-        let mut budget_at = if BUDGET {
-            left.saturating_sub(max_bytes)
-        } else {
-            0
+        let mut marks = Marks {
+            every: publish_every.max(HDR_SZ),
+            publish_at: 0,
+            budget_at: 0,
+            max_bytes: if BUDGET { max_bytes } else { usize::MAX },
         };
-        let mut stop = publish_at.max(budget_at);
+        marks.publish_at = left.saturating_sub(marks.every);
+        if BUDGET {
+            marks.budget_at = left.saturating_sub(max_bytes);
+        }
+        let mut stop = marks.stop();
         // Records delivered (without a budget), or still allowed (with one).
         let mut records = if BUDGET { max_records } else { 0 };
         let mut bytes = 0usize;
@@ -625,19 +650,10 @@ impl Cursor {
                 if left == 0 {
                     break DrainEnd::Empty;
                 }
-                if left <= publish_at {
-                    // A chunk is done and more is there: hand it back now.
-                    self.pos.set(pos);
-                    self.publish();
-                    publish_at = left.saturating_sub(every);
+                match self.look(&mut marks, pos, left, bytes) {
+                    Some(s) => stop = s,
+                    None => break DrainEnd::Budget,
                 }
-                if BUDGET && left <= budget_at {
-                    if bytes >= max_bytes {
-                        break DrainEnd::Budget;
-                    }
-                    budget_at = left.saturating_sub(max_bytes - bytes);
-                }
-                stop = publish_at.max(budget_at);
             }
             if BUDGET && records == 0 {
                 break DrainEnd::Budget;
@@ -730,6 +746,28 @@ impl Cursor {
                 Head::Corrupt(c) => return Err(c),
             }
         }
+    }
+}
+
+/// The marks of [`Cursor::drain_loop`]: where (in bytes left before the
+/// producer position) it next publishes, and next looks at its byte budget.
+struct Marks {
+    /// The publish cadence.
+    every: usize,
+    /// Publish once `left` is at or below this.
+    publish_at: usize,
+    /// Look at the byte budget once `left` is at or below this (0: never
+    /// before the end).
+    budget_at: usize,
+    /// The byte budget (`usize::MAX`: none).
+    max_bytes: usize,
+}
+
+impl Marks {
+    /// The loop's next stop: the nearer of the two marks.
+    #[inline]
+    fn stop(&self) -> usize {
+        self.publish_at.max(self.budget_at)
     }
 }
 
