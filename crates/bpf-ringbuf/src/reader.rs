@@ -619,7 +619,19 @@ pub(crate) fn first_nap(max_latency: Duration) -> Duration {
 /// stays empty and shrinks fast when the ring was found filling.
 pub(crate) fn next_nap(d: Duration, core: &Consumer, max_latency: Duration) -> Duration {
     let fill = core.cursor().known_fill().max(core.available_bytes());
-    adapt_nap(d, max_latency, fills(fill, core.buffer_size()), fill == 0)
+    adapt_nap(
+        d,
+        max_latency,
+        fills(fill, core.buffer_size()),
+        unread(core) == 0,
+    )
+}
+
+/// Bytes produced past the reader's cursor: 0 when the ring stayed empty
+/// (a record held back by a napping reader was read already, so it does
+/// not count, unlike in the unconsumed bytes the kernel sees).
+pub(crate) fn unread(core: &Consumer) -> usize {
+    core.producer_position().wrapping_sub(core.read_position())
 }
 
 /// The rule of [`WakePolicy::Adaptive`], given what the last nap left: a

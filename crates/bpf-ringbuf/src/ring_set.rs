@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crate::consumer::{Budget, Consumer, Readiness, Stats, StopReason};
 use crate::error::{Error, Result};
 use crate::reader::{self, earliest, WakePolicy};
+use crate::ring::Peek;
 use crate::sys::{bpf, epoll::Epoll};
 use crate::wait::{self, ReaderHandle, Shared};
 
@@ -161,6 +162,12 @@ pub struct RingSet<K> {
     order: Vec<usize>,
     /// The slot whose error the last call returned ([`RingSet::failed_key`]).
     failed: Option<usize>,
+    /// Inside `poll` under a napping policy: a ring drained empty leaves
+    /// the round with its last record held back (see `settle`).
+    hold_round: bool,
+    /// Rings that left the round holding a record back (may hold stale or
+    /// duplicate entries: [`release_held`](RingSet::release_held) checks).
+    held: Vec<usize>,
 }
 
 /// One ring of a set.
@@ -281,6 +288,8 @@ where
             heap: BinaryHeap::new(),
             order: Vec::new(),
             failed: None,
+            hold_round: false,
+            held: Vec::new(),
         })
     }
 
@@ -316,6 +325,7 @@ where
         if self.free.last() == Some(&idx) {
             self.free.pop();
         }
+        consumer.cursor().set_hold_last(napping(self.policy));
         let slot = Slot {
             key: key.clone(),
             consumer,
@@ -378,6 +388,7 @@ where
             self.failed = None;
         }
         self.free.push(idx);
+        slot.consumer.cursor().set_hold_last(false);
         slot.consumer.commit();
         Some(slot.consumer)
     }
@@ -461,10 +472,24 @@ where
     /// How [`poll`](Self::poll) waits when no ring has records: see
     /// [`WakePolicy`] (default [`WakePolicy::Kernel`]). `Interval` and
     /// `Adaptive` nap, and look at every ring at the end of each nap.
+    ///
+    /// Under `Interval` and `Adaptive`, a ring that `poll` drains empty
+    /// leaves the round with its last record held back (published when the
+    /// ring is next read, removed, or the set is dropped), as a napping
+    /// [`Reader`](crate::Reader) does: the kernel then sees the consumer
+    /// behind and sends no default wakeups for a trickle of records, so the
+    /// producer pays none; the nap's sweep finds them.
+    /// [`try_consume`](Self::try_consume) and
+    /// [`prepare_wait`](Self::prepare_wait) hand every held record back
+    /// first, so an external event loop's sleep is woken as usual.
     pub fn set_wake_policy(&mut self, policy: WakePolicy) {
         self.policy = policy;
         if let WakePolicy::Adaptive { max_latency } = policy {
             self.nap = reader::first_nap(max_latency);
+        }
+        let hold = napping(policy);
+        for s in self.slots.iter().flatten() {
+            s.consumer.cursor().set_hold_last(hold);
         }
     }
 
@@ -557,6 +582,7 @@ where
     {
         self.failed = None;
         self.check_closed()?;
+        self.release_held()?;
         self.harvest()?;
         self.round(&mut f)
     }
@@ -571,6 +597,7 @@ where
     pub fn prepare_wait(&mut self) -> Result<Readiness> {
         self.failed = None;
         self.check_closed()?;
+        self.release_held()?;
         self.harvest()?;
         let (mut ready, mut busy) = (false, false);
         for _ in 0..self.queue.len() {
@@ -625,6 +652,7 @@ where
     {
         self.failed = None;
         self.check_closed()?;
+        self.release_held()?;
         self.harvest()?;
         self.round_ordered(&mut order, &mut f)
     }
@@ -645,6 +673,21 @@ where
         R: FnMut(&mut Self) -> Result<RoundStats>,
     {
         let mut yielded = false;
+        self.hold_round = napping(self.policy);
+        if !self.hold_round {
+            // Records held back under a napping policy set before: a
+            // sleep on the kernel's wakeups needs them handed back.
+            self.release_held()?;
+        }
+        let res = self.run_loop(&mut yielded, &mut round);
+        self.hold_round = false;
+        res
+    }
+
+    fn run_loop<R>(&mut self, yielded: &mut bool, round: &mut R) -> Result<RoundStats>
+    where
+        R: FnMut(&mut Self) -> Result<RoundStats>,
+    {
         loop {
             self.check_closed()?;
             self.harvest()?;
@@ -676,10 +719,10 @@ where
             self.busy_step = 0;
             match self.policy {
                 WakePolicy::Kernel => {
-                    if !yielded {
+                    if !*yielded {
                         // As a Reader: one yield before sleeping lets a
                         // stream still arriving be read without a wakeup.
-                        yielded = true;
+                        *yielded = true;
                         std::thread::yield_now();
                         continue;
                     }
@@ -697,7 +740,7 @@ where
                     for s in self.slots.iter().flatten() {
                         let avail = s.consumer.available_bytes();
                         filling |= reader::fills(avail, s.consumer.buffer_size());
-                        empty &= avail == 0;
+                        empty &= reader::unread(&s.consumer) == 0;
                     }
                     self.nap = reader::adapt_nap(d, max_latency, filling, empty);
                 }
@@ -733,8 +776,9 @@ where
         Err(Error::DeadlineExceeded)
     }
 
-    /// Puts every ring in the round.
+    /// Puts every ring in the round (so none is left holding out of it).
     fn sweep(&mut self) {
+        self.held.clear();
         for (idx, slot) in self.slots.iter_mut().enumerate() {
             if let Some(s) = slot {
                 if !s.queued {
@@ -827,6 +871,35 @@ where
         Ok(woke)
     }
 
+    /// Hands back the records held back by rings out of the round (see
+    /// [`set_wake_policy`](Self::set_wake_policy)): publish, fence,
+    /// re-check, as `settle` does without a hold; a ring with records goes
+    /// back in the round.
+    fn release_held(&mut self) -> Result<()> {
+        while let Some(idx) = self.held.pop() {
+            let Some(Some(slot)) = self.slots.get_mut(idx) else {
+                continue;
+            };
+            if slot.queued || !slot.consumer.cursor().is_holding() {
+                continue;
+            }
+            match slot.consumer.prepare_wait() {
+                Ok(Readiness::Empty) => {}
+                Ok(_) => {
+                    slot.queued = true;
+                    self.queue.push_back(idx);
+                }
+                Err(e) => {
+                    slot.queued = true;
+                    self.queue.push_back(idx);
+                    self.failed = Some(idx);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The ring at `idx` (just taken off the front of the round) is drained
     /// or stopped at a BUSY head: publish, fence, re-check. Empty: it leaves
     /// the round (its next record wakes us). Otherwise it goes to the back.
@@ -834,6 +907,39 @@ where
         let slot = self.slots[idx]
             .as_mut()
             .expect("a ring in the round is live");
+        if self.hold_round && slot.consumer.cursor().is_holding() {
+            // Drained empty by a napping `poll`, its last record held back:
+            // look without publishing (no fence either: the kernel would
+            // not wake us for this ring anyway; the nap's sweep bounds the
+            // wait, as for a napping Reader).
+            let cur = slot.consumer.cursor();
+            match cur.reload() {
+                Err(c) => {
+                    self.queue.push_back(idx);
+                    self.failed = Some(idx);
+                    return Err(c.into());
+                }
+                Ok(false) => {
+                    slot.queued = false;
+                    slot.busy = false;
+                    self.held.push(idx);
+                    return Ok(Readiness::Empty);
+                }
+                Ok(true) => {
+                    let busy = matches!(cur.head(), Some(Peek::Busy));
+                    if busy && !slot.busy {
+                        slot.busy_stalls += 1;
+                    }
+                    slot.busy = busy;
+                    self.queue.push_back(idx);
+                    return Ok(if busy {
+                        Readiness::InProgress
+                    } else {
+                        Readiness::Ready
+                    });
+                }
+            }
+        }
         let r = match slot.consumer.prepare_wait() {
             Ok(r) => r,
             Err(e) => {
@@ -1062,4 +1168,9 @@ fn open_inner(outer: BorrowedFd<'_>, key: &[u8]) -> Result<std::os::fd::OwnedFd>
     let mut id = [0u8; 4];
     bpf::map_lookup(outer, key, &mut id)?;
     bpf::map_get_fd_by_id(u32::from_ne_bytes(id), 0)
+}
+
+/// Whether `policy` naps (and so holds each drained ring's last record back).
+fn napping(policy: WakePolicy) -> bool {
+    !matches!(policy, WakePolicy::Kernel)
 }

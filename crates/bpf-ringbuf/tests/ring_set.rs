@@ -171,6 +171,9 @@ fn eight_rings_eight_producers_every_record_once_in_order() {
     set.set_deadline(Some(Instant::now()));
     let extra = set.poll(|_, _| ControlFlow::Continue(()));
     assert!(matches!(extra, Err(Error::DeadlineExceeded)), "{extra:?}");
+    // A napping set holds each ring's last record back; an external loop's
+    // prepare_wait hands them all back.
+    assert_eq!(set.prepare_wait().unwrap(), Readiness::Empty);
     for i in 0..8 {
         let s = set.stats(&i).unwrap();
         assert_eq!(s.records, wanted[&i], "ring {i}");
@@ -732,4 +735,79 @@ fn a_corrupt_ring_is_named_by_failed_key_and_removing_it_lets_the_others_go_on()
         .map(|&(_, v)| v)
         .collect();
     assert_eq!(ones, vec![10, 11]);
+}
+
+/// Under a napping policy a set holds each drained ring's last record back,
+/// as a napping Reader does: a trickle of records on several rings makes
+/// the producers pay no default wakeups (only each ring's first record,
+/// committed while the set had caught up, may wake it). Every record comes
+/// once and in order; `prepare_wait` (an external loop's sleep) hands the
+/// held records back, and so does dropping the set.
+#[test]
+fn a_napping_set_holds_records_back_and_the_producers_pay_no_wakeups() {
+    for policy in [
+        WakePolicy::Interval(Duration::from_millis(5)),
+        WakePolicy::Adaptive {
+            max_latency: Duration::from_millis(5),
+        },
+    ] {
+        let rings: Vec<Arc<FakeRing>> = (0..3)
+            .map(|_| Arc::new(FakeRing::new(page()).unwrap()))
+            .collect();
+        let mut set = RingSet::new().unwrap();
+        for (i, r) in rings.iter().enumerate() {
+            set.insert_consumer(i, r.consumer().unwrap()).unwrap();
+        }
+        set.set_wake_policy(policy);
+        let producers: Vec<_> = rings
+            .iter()
+            .map(|r| {
+                let r = Arc::clone(r);
+                thread::spawn(move || {
+                    for k in 0..30u64 {
+                        keyed(&r, k, 8);
+                        thread::sleep(Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0u64; 3];
+        while next.iter().any(|&n| n < 30) {
+            set.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+            set.poll(|&k, rec| {
+                assert_eq!(key_of(rec), next[k], "ring {k}");
+                next[k] += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        for (i, r) in rings.iter().enumerate() {
+            assert!(
+                r.wakeups() <= 1,
+                "{policy:?}: ring {i}'s producer paid {} wakeups for 30 records",
+                r.wakeups()
+            );
+        }
+        // Each ring's last record is held back: the kernel sees it unconsumed.
+        assert!(rings
+            .iter()
+            .any(|r| r.producer_position() != r.consumer_position()));
+        // An external loop's sleep needs them handed back.
+        assert_eq!(set.prepare_wait().unwrap(), Readiness::Empty);
+        for r in &rings {
+            assert_eq!(r.consumer_position(), r.producer_position());
+        }
+        // Nothing is delivered twice.
+        set.set_deadline(Some(Instant::now()));
+        assert!(matches!(
+            set.poll(|_, _| ControlFlow::Continue(())),
+            Err(Error::DeadlineExceeded)
+        ));
+        for r in &rings {
+            assert_eq!(r.consumer_position(), r.producer_position());
+        }
+    }
 }

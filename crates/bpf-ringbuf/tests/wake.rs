@@ -348,6 +348,11 @@ fn a_napping_reader_stays_behind_and_the_producer_pays_no_wakeups() {
         );
         // The last record is held back: the kernel sees one record unconsumed.
         assert_eq!(ring.producer_position() - ring.consumer_position(), 16);
+        // A consume that finds nothing new keeps it held (else the next
+        // record would wake the reader).
+        let st = reader.consume(|_| panic!("nothing new")).unwrap();
+        assert_eq!(st.records, 0);
+        assert_eq!(ring.producer_position() - ring.consumer_position(), 16);
         drop(reader);
         assert_eq!(ring.consumer_position(), ring.producer_position());
         let mut again = ring.reader().unwrap();

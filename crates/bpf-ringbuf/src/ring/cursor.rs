@@ -710,6 +710,16 @@ impl Cursor {
                 self.ring.publish(last);
             }
             self.owed.set(Some(pos));
+        } else if self.hold_last.get()
+            && end == DrainEnd::Empty
+            && !self.lent.get()
+            && self.owed.get().is_some()
+        {
+            // Nothing new was delivered (a look at an empty ring, or only
+            // discards): the record held back stays held, and what was
+            // skipped after it is owed with it. Publishing here would make
+            // the next commit wake the reader again.
+            self.owed.set(Some(pos));
         } else {
             self.publish();
         }
