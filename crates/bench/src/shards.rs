@@ -2,11 +2,15 @@
 //! one `RingSet` per thread, against one `RingSet` of all of them on one
 //! thread ("Many rings, thread per shard").
 //!
-//! The main thread (pinned to CPU 1) fills the rings with the kernel
-//! producer (untimed), then drains its shard; a second thread, pinned to
-//! CPU 0, spins on a generation counter (so no futex wakeup is timed) and
-//! drains the other shard. A sample is the wall time from the start signal
-//! until both shards are drained.
+//! Where a ring's records were written matters as much as who reads them:
+//! a record still in the cache of the CPU that wrote it is read fastest
+//! there. So the rings are filled (untimed) as per-CPU rings are: half of
+//! them by the kernel producer on CPU 0, half on CPU 1, in every layout.
+//! One thread (CPU 1) drains all of them; two threads drain one half each,
+//! either on the CPU that wrote it (a shard's thread pinned next to its
+//! producers) or on the other one. The second thread, pinned to CPU 0,
+//! spins on a generation counter (so no futex wakeup is timed). A sample is
+//! the wall time from the start signal until every ring is drained.
 
 use std::fmt::Write;
 use std::ops::ControlFlow;
@@ -48,16 +52,24 @@ impl Shard {
         })
     }
 
-    /// Fills every ring (untimed); returns what was given.
-    fn fill(&mut self) -> Res<Tally> {
+    /// Fills every ring (untimed), ring `i` by the kernel producer on CPU
+    /// `cpu_of(i)`; returns what was given. Ends pinned to CPU 1.
+    fn fill(&mut self, cpu_of: impl Fn(usize) -> usize) -> Res<Tally> {
         let mut want = Tally::default();
-        for p in &mut self.prods {
-            let r = p.produce(self.per_ring)?;
-            if r.dropped != 0 {
-                return Err(format!("pre-fill dropped {} records", r.dropped).into());
+        for cpu in 0..2 {
+            pin_to_cpu(cpu);
+            for (i, p) in self.prods.iter_mut().enumerate() {
+                if cpu_of(i) != cpu {
+                    continue;
+                }
+                let r = p.produce(self.per_ring)?;
+                if r.dropped != 0 {
+                    return Err(format!("pre-fill dropped {} records", r.dropped).into());
+                }
+                want.add(&r.expect);
             }
-            want.add(&r.expect);
         }
+        pin_to_cpu(1);
         Ok(want)
     }
 
@@ -77,8 +89,11 @@ impl Shard {
 pub struct ShardResult {
     /// Per measured round: wall ns per record, one set of all rings on one thread.
     pub one: Vec<f64>,
-    /// Per measured round: wall ns per record, two sets on two threads.
+    /// Per measured round: wall ns per record, two sets on two threads, each
+    /// on the CPU that wrote its rings.
     pub two: Vec<f64>,
+    /// The same, each thread on the other CPU.
+    pub crossed: Vec<f64>,
     pub records: u64,
     pub reps: u64,
     pub rounds: usize,
@@ -147,6 +162,7 @@ pub fn run(o: &Opts) -> Res<ShardResult> {
     let mut out = ShardResult {
         one: Vec::new(),
         two: Vec::new(),
+        crossed: Vec::new(),
         records,
         reps,
         rounds: o.rounds,
@@ -155,20 +171,25 @@ pub fn run(o: &Opts) -> Res<ShardResult> {
     let mut gen = 0u64;
     let result = (|| -> Res<()> {
         for round in 0..o.warmup + o.rounds {
-            for j in 0..2 {
-                let two_threads = (j + round) % 2 == 1;
+            for j in 0..3 {
+                // 0: one thread; 1: two, each next to its rings' producer;
+                // 2: two, each on the other CPU.
+                let layout = (j + round) % 3;
                 let mut best = Duration::MAX;
                 for _ in 0..reps {
-                    if !two_threads {
-                        let want = one.fill()?;
+                    if layout == 0 {
+                        // Half the rings written on each CPU.
+                        let want = one.fill(|i| if i < RINGS / 2 { 1 } else { 0 })?;
                         let mut t = Tally::default();
                         let start = Instant::now();
                         Shard::drain(&mut one.set, &mut t, want.count)?;
                         best = best.min(start.elapsed());
                         check("one RingSet, one thread", &t, &want);
                     } else {
-                        let want_mine = mine.fill()?;
-                        let want_theirs = theirs.fill()?;
+                        // This thread runs on CPU 1, the other on CPU 0.
+                        let (cpu_mine, cpu_theirs) = if layout == 1 { (1, 0) } else { (0, 1) };
+                        let want_mine = mine.fill(|_| cpu_mine)?;
+                        let want_theirs = theirs.fill(|_| cpu_theirs)?;
                         remote.want.store(want_theirs.count, Ordering::Relaxed);
                         gen += 1;
                         let mut t = Tally::default();
@@ -192,10 +213,10 @@ pub fn run(o: &Opts) -> Res<ShardResult> {
                 }
                 if round >= o.warmup {
                     let ns = best.as_nanos() as f64 / records as f64;
-                    if two_threads {
-                        out.two.push(ns);
-                    } else {
-                        out.one.push(ns);
+                    match layout {
+                        0 => out.one.push(ns),
+                        1 => out.two.push(ns),
+                        _ => out.crossed.push(ns),
                     }
                 }
             }
@@ -212,17 +233,18 @@ pub fn run(o: &Opts) -> Res<ShardResult> {
 
 pub fn render(r: &ShardResult) -> String {
     let mut m = String::new();
-    let speedup = ratios(&r.one, &r.two);
     let _ = writeln!(
         m,
         "### Many rings, thread per shard: wall ns per record, both CPUs\n\n\
-         {RINGS} rings of {} ({} records of {RECORD} B per drain), pre-filled (untimed), then \
-         drained: by one `RingSet` of all {RINGS} on one thread (pinned to CPU 1), and split in \
-         two shards of {} rings, one `RingSet` per thread (this thread on CPU 1, a second \
-         thread on CPU 0 that spins on a start signal). A sample is the wall time from the start \
-         signal until both shards are drained (the fastest of {} fill+drain cycles); {} warm-up \
-         + {} measured rounds. Speedup: one thread's time over two threads' time, median of the \
-         per-round ratios.\n",
+         {RINGS} rings of {} ({} records of {RECORD} B per drain), pre-filled (untimed) as \
+         per-CPU rings are: half of them by the kernel producer on CPU 0, half on CPU 1. \
+         Then drained: by one `RingSet` of all {RINGS} on one thread (pinned to CPU 1), or split \
+         in two shards of {} rings, one `RingSet` per thread (this thread on CPU 1, a second \
+         thread on CPU 0 that spins on a start signal), each thread draining the half written \
+         on its own CPU, or the half written on the other CPU. A sample is the wall time from \
+         the start signal until every ring is drained (the fastest of {} fill+drain cycles); {} \
+         warm-up + {} measured rounds. Speedup: one thread's time over the layout's, median of \
+         the per-round ratios.\n",
         size_label(TOTAL / RINGS),
         r.records,
         RINGS / 2,
@@ -235,18 +257,24 @@ pub fn render(r: &ShardResult) -> String {
         "| layout | ns per record (median) | records/s | speedup |\n|---|---:|---:|---:|"
     );
     let one = median(&r.one);
-    let two = median(&r.two);
     let _ = writeln!(
         m,
         "| one `RingSet` of {RINGS} rings, one thread | {one:.2} | {:.1} M | 1.00× |",
         1e3 / one
     );
-    let _ = writeln!(
-        m,
-        "| two `RingSet`s of {} rings, one thread each (both CPUs) | {two:.2} | {:.1} M | {:.2}× |\n",
-        RINGS / 2,
-        1e3 / two,
-        median(&speedup)
-    );
+    for (label, v) in [
+        ("each on the CPU that wrote its rings", &r.two),
+        ("each on the other CPU", &r.crossed),
+    ] {
+        let ns = median(v);
+        let _ = writeln!(
+            m,
+            "| two `RingSet`s of {} rings, one thread each, {label} | {ns:.2} | {:.1} M | {:.2}× |",
+            RINGS / 2,
+            1e3 / ns,
+            median(&ratios(&r.one, v))
+        );
+    }
+    m.push('\n');
     m
 }

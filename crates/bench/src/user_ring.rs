@@ -1,5 +1,5 @@
-//! The producer scenario (issue 11): the per-sample cost of reserve + write
-//! + submit into a `BPF_MAP_TYPE_USER_RINGBUF` that the kernel drains, for
+//! The producer scenario (issue 11): the per-sample cost of reserve, write
+//! and submit into a `BPF_MAP_TYPE_USER_RINGBUF` that the kernel drains, for
 //! bpf-ringbuf's `UserRingBuf`, libbpf C's `user_ring_buffer__reserve` /
 //! `__submit` and libbpf-rs's `UserRingBuffer`.
 //!

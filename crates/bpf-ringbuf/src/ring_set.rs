@@ -96,6 +96,12 @@ const EVENTS: usize = 64;
 /// channel, and [`insert_consumer`](Self::insert_consumer) it there. Keep
 /// a [`ReaderHandle`] of each set to close them all.
 ///
+/// Pin each thread to the CPUs whose rings it drains. A record is read
+/// fastest by the CPU that wrote it (it is still in that CPU's cache): in
+/// the benchmark (BENCHMARKS.md, "thread per shard"), two threads each
+/// draining the rings written on their own CPU are several times faster
+/// than one thread, and barely faster when each drains the other CPU's.
+///
 /// # Inner rings of a map of maps
 ///
 /// [`insert_inner`](Self::insert_inner) opens the ring stored at a key
