@@ -67,8 +67,11 @@ pub struct Reader {
     deadline: Option<Instant>,
     /// How an empty ring is waited for.
     policy: WakePolicy,
-    /// `Adaptive`: the current nap, between `MIN_NAP` and `max_latency`.
+    /// `Adaptive`: the current nap, between `MIN_NAP` and
+    /// `longest_nap(max_latency)`.
     nap: Cell<Duration>,
+    /// How late naps end, learnt (`Interval`, `Adaptive`).
+    nap_timer: NapTimer,
     /// Waiting telemetry (see [`Stats`]).
     sleeps: Cell<u64>,
     wakeups: Cell<u64>,
@@ -96,6 +99,7 @@ impl Reader {
             deadline: None,
             policy: WakePolicy::Kernel,
             nap: Cell::new(MIN_NAP),
+            nap_timer: NapTimer::default(),
             sleeps: Cell::new(0),
             wakeups: Cell::new(0),
             busy_stalls: Cell::new(0),
@@ -558,7 +562,7 @@ impl Reader {
     fn nap(&self, d: Duration) -> Result<()> {
         // An interval too long to add to now (Duration::MAX) means: until
         // the deadline, a flush or a close.
-        let until = earliest(Instant::now().checked_add(d), self.deadline);
+        let until = earliest(self.nap_timer.until(Instant::now(), d), self.deadline);
         let mut first = true;
         bump(&self.sleeps);
         loop {
@@ -574,8 +578,12 @@ impl Reader {
                 }
                 first = false;
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
-                return Ok(());
+            if let Some(u) = until {
+                let now = Instant::now();
+                if now >= u {
+                    self.nap_timer.ended(u, now);
+                    return Ok(());
+                }
             }
         }
     }
@@ -610,9 +618,59 @@ impl Reader {
 /// The shortest nap of [`WakePolicy::Adaptive`].
 pub(crate) const MIN_NAP: Duration = Duration::from_micros(50);
 
+/// How late the timer ends a nap, learnt from the naps it ended, so that a
+/// nap of `d` ends about `d` after it began. The kernel extends a sleep's
+/// timeout by the thread's timer slack (50 µs by default, or a thousandth
+/// of the timeout if that is more), and the wakeup takes scheduling time
+/// (tens of µs on a VM): without this, every nap would last `d` plus both,
+/// and a record of a steady stream would wait up to that long.
+#[derive(Debug, Default)]
+pub(crate) struct NapTimer {
+    late: Cell<Duration>,
+}
+
+impl NapTimer {
+    /// When a nap of `d` that starts `now` should end: early by the
+    /// lateness learnt, by at most half of `d`. `None`: never (too long to
+    /// add to now).
+    pub(crate) fn until(&self, now: Instant, d: Duration) -> Option<Instant> {
+        now.checked_add(d - self.late.get().min(d / 2))
+    }
+
+    /// The timer ended a nap due `until` at `now`. The estimate rises at
+    /// once to a later ending and falls by a sixteenth of the way to an
+    /// earlier one, so it follows the late endings rather than the mean
+    /// (a record's worst wait is what a nap bounds), and one long
+    /// preemption fades within a few dozen naps.
+    pub(crate) fn ended(&self, until: Instant, now: Instant) {
+        let sample = now.saturating_duration_since(until);
+        let late = self.late.get();
+        self.late.set(if sample > late {
+            sample
+        } else {
+            late - (late - sample) / 16
+        });
+    }
+
+    /// The lateness learnt so far.
+    #[cfg(test)]
+    pub(crate) fn late(&self) -> Duration {
+        self.late.get()
+    }
+}
+
 /// [`WakePolicy::Adaptive`]'s first nap.
 pub(crate) fn first_nap(max_latency: Duration) -> Duration {
-    (max_latency / 8).clamp(MIN_NAP.min(max_latency), max_latency)
+    let longest = longest_nap(max_latency);
+    (max_latency / 8).clamp(MIN_NAP.min(longest), longest)
+}
+
+/// [`WakePolicy::Adaptive`]'s longest nap: seven eighths of `max_latency`.
+/// The eighth left is for what follows a nap before a record is handed
+/// over: the wakeup's scheduling, and the drain of the records before it
+/// (a burst of thousands takes tens of µs).
+pub(crate) fn longest_nap(max_latency: Duration) -> Duration {
+    max_latency - max_latency / 8
 }
 
 /// [`WakePolicy::Adaptive`]'s nap after one of `d`: it grows while the ring
@@ -650,7 +708,8 @@ pub(crate) fn adapt_nap(
     } else {
         d
     };
-    next.clamp(MIN_NAP.min(max_latency), max_latency)
+    let longest = longest_nap(max_latency);
+    next.clamp(MIN_NAP.min(longest), longest)
 }
 
 /// Whether `fill` unconsumed bytes of a ring of `size` count as filling: a
@@ -701,6 +760,11 @@ pub enum WakePolicy {
     /// ends the nap at once. Records committed with `BPF_RB_NO_WAKEUP` are
     /// picked up at the next look.
     ///
+    /// A nap ends about `d` after it began, not later: the kernel ends a
+    /// sleep late (the thread's timer slack, 50 µs by default, then the
+    /// scheduling of the wakeup), so the reader learns how late its naps
+    /// end and asks for that much less (at most half of `d`).
+    ///
     /// The kernel wakes a consumer that has caught up for the next record
     /// (its default wakeup), which a napping reader does not want. So when a
     /// [`consume`](Reader::consume) empties the ring under this policy, the
@@ -712,10 +776,13 @@ pub enum WakePolicy {
     /// after catching up is slept through unless the ring is filling.
     Interval(Duration),
     /// Like `Interval`, with a nap that adapts: it doubles while the ring is
-    /// found empty, up to `max_latency`, and shrinks to a quarter when the
+    /// found empty, up to seven eighths of `max_latency`, and shrinks to a quarter when the
     /// ring is found a quarter full or more (down to 50 µs), so a steady
     /// stream costs the producer no wakeups and a burst does not overflow a
-    /// small ring. A record waits at most `max_latency` (plus scheduling).
+    /// small ring. A record waits at most about `max_latency`: naps end on
+    /// time as under `Interval`, and the eighth of `max_latency` left is
+    /// for the wakeup's scheduling and the drain of the records before it.
+    /// A preemption of the reading thread can still add to the wait.
     Adaptive {
         /// The longest nap.
         max_latency: Duration,
@@ -781,5 +848,39 @@ impl<'b> Iterator for &'b Batch<'_> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         self.reader.core.cursor_mut().publish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const US: Duration = Duration::from_micros(1);
+
+    #[test]
+    fn nap_timer_learns_how_late_naps_end_and_shortens_them_by_at_most_half() {
+        let t = NapTimer::default();
+        let now = Instant::now();
+        // Nothing learnt: the nap is as asked; too long to add is "never".
+        assert_eq!(t.until(now, 1000 * US), Some(now + 1000 * US));
+        assert_eq!(t.until(now, Duration::MAX), None);
+        // A nap ending 100 µs late: the estimate rises to it at once.
+        let due = now + 1000 * US;
+        t.ended(due, due + 100 * US);
+        assert_eq!(t.late(), 100 * US);
+        assert_eq!(t.until(now, 1000 * US), Some(now + 900 * US));
+        // One ending less late: it falls a sixteenth of the way.
+        t.ended(due, due + 20 * US);
+        assert_eq!(t.late(), 95 * US);
+        let late = t.late();
+        // Never shortened by more than half.
+        assert_eq!(t.until(now, 60 * US), Some(now + 30 * US));
+        // A nap that ends on time: a sixteenth of the way down.
+        t.ended(due, due);
+        assert_eq!(t.late(), late - late / 16);
+        // Ending early (a timer that fired before the instant) counts as on time.
+        let before = t.late();
+        t.ended(due, due - 10 * US);
+        assert_eq!(t.late(), before - before / 16);
     }
 }

@@ -155,6 +155,8 @@ pub struct RingSet<K> {
     nap: Duration,
     /// Numbers the naps, so a ring's first wakeup within one is recognised.
     nap_seq: u64,
+    /// How late naps end, learnt (`Interval`, `Adaptive`).
+    nap_timer: reader::NapTimer,
     /// A flush was taken from the handle and not yet reported.
     flush_seen: bool,
     /// Every ring was put in the round since the flush or deadline (and
@@ -287,6 +289,7 @@ where
             deadline: None,
             nap: reader::MIN_NAP,
             nap_seq: 0,
+            nap_timer: reader::NapTimer::default(),
             flush_seen: false,
             swept: false,
             busy_step: 0,
@@ -807,7 +810,7 @@ where
     /// Then every ring is put in the round (records committed without a
     /// wakeup, and those whose wakeup was slept through).
     fn nap(&mut self, d: Duration) -> Result<()> {
-        let until = earliest(Instant::now().checked_add(d), self.deadline);
+        let until = earliest(self.nap_timer.until(Instant::now(), d), self.deadline);
         self.nap_seq += 1;
         self.totals.sleeps += 1;
         loop {
@@ -818,8 +821,12 @@ where
             if woke.event || woke.end_nap {
                 break;
             }
-            if until.is_some_and(|u| Instant::now() >= u) {
-                break;
+            if let Some(u) = until {
+                let now = Instant::now();
+                if now >= u {
+                    self.nap_timer.ended(u, now);
+                    break;
+                }
             }
         }
         self.sweep();
