@@ -105,8 +105,10 @@
 //! naps: the kernel's first wakeup after the reader caught up is slept
 //! through unless the ring is a quarter full; any later wakeup within the
 //! nap can only be forced (`BPF_RB_FORCE_WAKEUP`) and ends it at once; so do
-//! flush and close. tokio's timers have millisecond resolution, so naps
-//! shorter than 1 ms last about 1 ms. [`AsyncReader::stats`] counts sleeps,
+//! flush and close. tokio's timers have millisecond resolution: a nap ends
+//! at a millisecond tick after it is due, up to 1 ms late (the blocking
+//! readers learn how late their naps end and compensate; this one does
+//! not), and naps shorter than 1 ms last about 1 ms. [`AsyncReader::stats`] counts sleeps,
 //! wakeups and BUSY stalls as [`Reader::stats`](crate::Reader::stats) does.
 //!
 //! # Driving a `RingSet` from tokio
