@@ -116,6 +116,8 @@ impl Reader {
     /// Unwraps the core, committing outstanding zero-copy reads first. The
     /// claim on the map moves with it.
     pub fn into_consumer(mut self) -> Consumer {
+        // A plain Consumer does not nap: its drains hand everything back.
+        self.core.cursor().set_hold_last(false);
         self.core.commit();
         self.core
     }
@@ -641,7 +643,8 @@ impl NapTimer {
     /// once to a later ending and falls by a sixteenth of the way to an
     /// earlier one, so it follows the late endings rather than the mean
     /// (a record's worst wait is what a nap bounds), and one long
-    /// preemption fades within a few dozen naps.
+    /// preemption fades within about a hundred naps (meanwhile naps are at
+    /// most halved).
     pub(crate) fn ended(&self, until: Instant, now: Instant) {
         let sample = now.saturating_duration_since(until);
         let late = self.late.get();
@@ -694,7 +697,8 @@ pub(crate) fn unread(core: &Consumer) -> usize {
 
 /// The rule of [`WakePolicy::Adaptive`], given what the last nap left: a
 /// quarter of the nap when a ring was found `filling`, twice it when every
-/// ring was `empty`, else the same; within `MIN_NAP..=max_latency`.
+/// ring was `empty`, else the same; within
+/// `MIN_NAP..=longest_nap(max_latency)`.
 pub(crate) fn adapt_nap(
     d: Duration,
     max_latency: Duration,
@@ -771,20 +775,25 @@ pub enum WakePolicy {
     /// reader hands back everything but the last record it delivered: the
     /// kernel sees it behind and sends no default wakeup. That record is
     /// handed back by the next commit or when the reader drops (a crash
-    /// would deliver it again to the next reader). Other read paths publish
+    /// would deliver it again to the next reader). It is held only if it
+    /// takes at most 1/32 of the ring (with any discards after it), since
+    /// the kernel counts it as unconsumed: a held record takes room from
+    /// the producer. Other read paths publish
     /// everything (their contracts say so), and then the one default wakeup
     /// after catching up is slept through unless the ring is filling.
     Interval(Duration),
     /// Like `Interval`, with a nap that adapts: it doubles while the ring is
-    /// found empty, up to seven eighths of `max_latency`, and shrinks to a quarter when the
-    /// ring is found a quarter full or more (down to 50 µs), so a steady
+    /// found empty, up to seven eighths of `max_latency`, and shrinks to a
+    /// quarter when the ring is found a quarter full or more (down to
+    /// 50 µs), so a steady
     /// stream costs the producer no wakeups and a burst does not overflow a
     /// small ring. A record waits at most about `max_latency`: naps end on
     /// time as under `Interval`, and the eighth of `max_latency` left is
     /// for the wakeup's scheduling and the drain of the records before it.
     /// A preemption of the reading thread can still add to the wait.
     Adaptive {
-        /// The longest nap.
+        /// The longest wait of a record the policy aims for; the longest
+        /// nap is seven eighths of it.
         max_latency: Duration,
     },
 }

@@ -50,7 +50,10 @@ const EVENTS: usize = 64;
 ///   time. A ring found empty leaves the round after it was published,
 ///   fenced and re-checked ([`Consumer::prepare_wait`]), so its next record
 ///   wakes the set. With [`WakePolicy::Kernel`] and no deadline, a poll never
-///   scans the idle rings.
+///   scans the idle rings. Under `Interval` and `Adaptive` a ring drained
+///   empty leaves it holding its last record back instead (see
+///   [`set_wake_policy`](Self::set_wake_policy)), and `poll` looks at every
+///   ring once per nap.
 /// * **Same waiting as a [`Reader`](crate::Reader).** Deadlines
 ///   ([`set_deadline`](Self::set_deadline)), [`ReaderHandle::flush`] and
 ///   [`ReaderHandle::close`] from another thread, and the [`WakePolicy`]
@@ -69,7 +72,9 @@ const EVENTS: usize = 64;
 /// ring that leaves the round has been published, fenced and re-checked, and
 /// the set sleeps only when no ring is left in the round (or only rings
 /// whose head record is reserved and not yet committed: then the sleep is
-/// bounded, as a `Reader`'s is). A record committed on any ring after its
+/// bounded, as a `Reader`'s is). Under a napping policy a ring may leave
+/// the round holding a record back instead, unpublished on purpose: then
+/// the set sleeps one nap at most, and the nap's end looks at every ring. A record committed on any ring after its
 /// re-check finds the published position and wakes the epoll instance:
 /// edge-triggered, that wakeup is queued even if it comes before the set
 /// sleeps. `tests/loom.rs` models this for several rings sharing one sleep.
@@ -143,7 +148,8 @@ pub struct RingSet<K> {
     free: Vec<usize>,
     /// The rings that may have records, in round-robin order: woken by the
     /// kernel, found non-empty, or swept in. A ring not here was published,
-    /// fenced and found empty, so the kernel wakes it.
+    /// fenced and found empty, so the kernel wakes it; or (napping) it holds
+    /// a record back and is in `held`, looked at once per nap.
     queue: VecDeque<usize>,
     epoll: Epoll,
     events: Vec<libc::epoll_event>,
@@ -173,9 +179,14 @@ pub struct RingSet<K> {
     /// Inside `poll` under a napping policy: a ring drained empty leaves
     /// the round with its last record held back (see `settle`).
     hold_round: bool,
-    /// Rings that left the round holding a record back (may hold stale or
-    /// duplicate entries: [`release_held`](RingSet::release_held) checks).
+    /// Rings that left the round holding a record back, each listed once
+    /// (`Slot::listed`; an entry may be stale after a remove:
+    /// [`release_held`](RingSet::release_held) checks).
     held: Vec<usize>,
+    /// When every ring was last put in the round (`sweep`): under a napping
+    /// policy, `poll` does so at least once per nap even when it does not
+    /// sleep (see `run_loop`).
+    swept_at: Option<Instant>,
 }
 
 /// One ring of a set.
@@ -192,6 +203,8 @@ struct Slot<K> {
     budget_exhausted: u64,
     /// The nap in which this ring last woke (`RingSet::nap_seq`).
     nap_woken: u64,
+    /// Listed in `RingSet::held`.
+    listed: bool,
     /// Records and payload bytes delivered in this ordered round.
     round_records: usize,
     round_bytes: usize,
@@ -299,6 +312,7 @@ where
             failed: None,
             hold_round: false,
             held: Vec::new(),
+            swept_at: None,
         })
     }
 
@@ -344,6 +358,7 @@ where
             busy_stalls: 0,
             budget_exhausted: 0,
             nap_woken: 0,
+            listed: false,
             round_records: 0,
             round_bytes: 0,
         };
@@ -487,7 +502,11 @@ where
     /// ring is next read, removed, or the set is dropped), as a napping
     /// [`Reader`](crate::Reader) does: the kernel then sees the consumer
     /// behind and sends no default wakeups for a trickle of records, so the
-    /// producer pays none; the nap's sweep finds them.
+    /// producer pays none. `poll` finds them by looking at every ring once
+    /// per nap: at the nap's end, or, while it keeps delivering without
+    /// napping (another ring floods), at its first round after a nap's
+    /// length. Only records of up to 1/32 of the ring are held (a held
+    /// record takes room from the producer).
     /// [`try_consume`](Self::try_consume) and
     /// [`prepare_wait`](Self::prepare_wait) hand every held record back
     /// first, so an external event loop's sleep is woken as usual.
@@ -590,6 +609,8 @@ where
         F: FnMut(&K, &[u8]) -> ControlFlow<()>,
     {
         self.failed = None;
+        // Set only inside `poll` (a callback that panicked may have left it).
+        self.hold_round = false;
         self.check_closed()?;
         self.release_held()?;
         self.harvest()?;
@@ -605,6 +626,8 @@ where
     /// timeout (1 ms). [`Error::Closed`] after close.
     pub fn prepare_wait(&mut self) -> Result<Readiness> {
         self.failed = None;
+        // Set only inside `poll` (a callback that panicked may have left it).
+        self.hold_round = false;
         self.check_closed()?;
         self.release_held()?;
         self.harvest()?;
@@ -660,6 +683,8 @@ where
         F: FnMut(&K, &[u8]) -> ControlFlow<()>,
     {
         self.failed = None;
+        // Set only inside `poll` (a callback that panicked may have left it).
+        self.hold_round = false;
         self.check_closed()?;
         self.release_held()?;
         self.harvest()?;
@@ -682,6 +707,7 @@ where
         R: FnMut(&mut Self) -> Result<RoundStats>,
     {
         let mut yielded = false;
+        self.check_closed()?;
         self.hold_round = napping(self.policy);
         if !self.hold_round {
             // Records held back under a napping policy set before: a
@@ -699,6 +725,13 @@ where
     {
         loop {
             self.check_closed()?;
+            if self.hold_round && self.look_due() {
+                // Held rings get no default wakeups, and neither do records
+                // committed with BPF_RB_NO_WAKEUP: a nap's end looks at them,
+                // but a poll that keeps delivering (another ring floods)
+                // never naps. So look at every ring once per nap anyway.
+                self.sweep();
+            }
             self.harvest()?;
             let st = round(self)?;
             if st.records > 0 || st.interrupted {
@@ -716,8 +749,8 @@ where
             }
             if self.any_queued(|_| true) {
                 // Only reserved, uncommitted heads are left: back off as a
-                // Reader does, with every ring published (their commits wake
-                // us unless made with BPF_RB_NO_WAKEUP).
+                // Reader does, with every ring in the round published (their
+                // commits wake us unless made with BPF_RB_NO_WAKEUP).
                 if let Some(nap) = wait::busy_backoff(&mut self.busy_step) {
                     let until = earliest(Instant::now().checked_add(nap), self.deadline);
                     self.sleep(until, None)?;
@@ -788,13 +821,31 @@ where
     /// Puts every ring in the round (so none is left holding out of it).
     fn sweep(&mut self) {
         self.held.clear();
+        if self.hold_round {
+            self.swept_at = Some(Instant::now());
+        }
         for (idx, slot) in self.slots.iter_mut().enumerate() {
             if let Some(s) = slot {
+                s.listed = false;
                 if !s.queued {
                     s.queued = true;
                     self.queue.push_back(idx);
                 }
             }
+        }
+    }
+
+    /// Under a napping policy: a nap's length has passed since every ring
+    /// was last put in the round (and some ring may be out of it).
+    fn look_due(&self) -> bool {
+        let nap = match self.policy {
+            WakePolicy::Interval(d) => d,
+            WakePolicy::Adaptive { .. } => self.nap,
+            _ => return false,
+        };
+        match self.swept_at {
+            None => true,
+            Some(at) => at.checked_add(nap).is_some_and(|due| Instant::now() >= due),
         }
     }
 
@@ -893,6 +944,7 @@ where
             let Some(Some(slot)) = self.slots.get_mut(idx) else {
                 continue;
             };
+            slot.listed = false;
             if slot.queued || !slot.consumer.cursor().is_holding() {
                 continue;
             }
@@ -935,7 +987,10 @@ where
                 Ok(false) => {
                     slot.queued = false;
                     slot.busy = false;
-                    self.held.push(idx);
+                    if !slot.listed {
+                        slot.listed = true;
+                        self.held.push(idx);
+                    }
                     return Ok(Readiness::Empty);
                 }
                 Ok(true) => {
@@ -1186,4 +1241,35 @@ fn open_inner(outer: BorrowedFd<'_>, key: &[u8]) -> Result<std::os::fd::OwnedFd>
 /// Whether `policy` naps (and so holds each drained ring's last record back).
 fn napping(policy: WakePolicy) -> bool {
     !matches!(policy, WakePolicy::Kernel)
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use crate::testing::{FakeRing, Wakeup};
+
+    /// A ring that holds a record back is listed once however often it is
+    /// drained: forced wakeups put it back in the round at every record,
+    /// and polls that always deliver never nap (whose sweep clears the list).
+    #[test]
+    fn a_ring_holding_back_is_listed_once() {
+        let ring = FakeRing::new(crate::page_size()).unwrap();
+        let mut set = RingSet::new().unwrap();
+        set.insert_consumer(0u8, ring.consumer().unwrap()).unwrap();
+        set.set_wake_policy(WakePolicy::Interval(Duration::from_secs(3600)));
+        set.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+        for i in 0..1000u64 {
+            ring.output(&i.to_le_bytes(), Wakeup::ForceWakeup).unwrap();
+            let mut got = None;
+            let st = set
+                .poll(|_, rec| {
+                    got = Some(u64::from_le_bytes(rec.try_into().unwrap()));
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!((st.records, got), (1, Some(i)));
+            assert!(set.held.len() <= 1, "{} entries", set.held.len());
+        }
+        assert_eq!(set.held, vec![0]);
+    }
 }

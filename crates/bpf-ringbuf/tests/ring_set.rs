@@ -811,3 +811,83 @@ fn a_napping_set_holds_records_back_and_the_producers_pay_no_wakeups() {
         }
     }
 }
+
+/// Under a napping policy a ring holding its last record back gets no
+/// default wakeups, so the set must look at it on its own: once per nap,
+/// also while another ring floods and every round delivers (then `poll`
+/// never naps). Before that rule, the trickling ring's next record waited
+/// as long as the flood lasted.
+#[test]
+fn a_flooding_ring_does_not_starve_a_ring_holding_back() {
+    let a = FakeRing::new(4 * page()).unwrap();
+    let b = FakeRing::new(4 * page()).unwrap();
+    let mut set = RingSet::new().unwrap();
+    set.insert_consumer('a', a.consumer().unwrap()).unwrap();
+    set.insert_consumer('b', b.consumer().unwrap()).unwrap();
+    set.set_wake_policy(WakePolicy::Interval(Duration::from_millis(1)));
+    set.set_budget(Budget {
+        max_records: 4,
+        max_bytes: usize::MAX,
+    });
+    set.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+    // B's first record, delivered: B now holds it back.
+    keyed(&b, 1, 8);
+    set.poll(|&k, rec| {
+        assert_eq!((k, key_of(rec)), ('b', 1));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_ne!(b.consumer_position(), b.producer_position(), "B holds back");
+    // A floods: it always has hundreds of records, so no round is empty.
+    let (mut sent, mut next) = (0u64, 0u64);
+    for _ in 0..500 {
+        keyed(&a, sent, 8);
+        sent += 1;
+    }
+    keyed(&b, 2, 8);
+    let mut b_got = false;
+    // A bound on A's records, so that a starving B fails the test rather
+    // than hanging it: one nap (1 ms) lets A deliver far fewer.
+    while !b_got && next < 2_000_000 {
+        for _ in 0..4 {
+            keyed(&a, sent, 8);
+            sent += 1;
+        }
+        set.poll(|&k, rec| {
+            if k == 'a' {
+                assert_eq!(key_of(rec), next);
+                next += 1;
+            } else {
+                assert_eq!(key_of(rec), 2);
+                b_got = true;
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    }
+    assert!(b_got, "B's record never came: {next} of A's came first");
+}
+
+/// A napping set holds back only small records (at most 1/32 of the ring):
+/// the kernel counts a held record as unconsumed, so a held record of half
+/// the ring would make the next one of that size fail to reserve (and the
+/// ring, never delivering, would keep looking empty). Every record of half
+/// the ring comes, none is dropped, and each is handed back at once.
+#[test]
+fn a_napping_set_holds_back_only_small_records_and_loses_none() {
+    let ring = FakeRing::new(page()).unwrap();
+    let mut set = RingSet::new().unwrap();
+    set.insert_consumer(0usize, ring.consumer().unwrap())
+        .unwrap();
+    set.set_wake_policy(WakePolicy::Interval(Duration::from_millis(1)));
+    let big = page() / 2 - 8;
+    for i in 0..10u8 {
+        ring.output(&vec![i; big], Wakeup::Default)
+            .expect("room in the ring: nothing big is held back");
+        set.set_deadline(Some(Instant::now() + Duration::from_millis(5)));
+        let mut got = Vec::new();
+        poll_to_deadline(&mut set, |_, rec| got.push(rec.to_vec()));
+        assert_eq!(got, vec![vec![i; big]], "record {i}");
+        assert_eq!(ring.consumer_position(), ring.producer_position());
+    }
+}

@@ -360,3 +360,64 @@ fn a_napping_reader_stays_behind_and_the_producer_pays_no_wakeups() {
         assert!(matches!(again.read(), Err(Error::DeadlineExceeded)));
     }
 }
+
+/// A napping reader holds back only what takes at most 1/32 of the ring:
+/// the kernel counts held bytes as unconsumed, so a held record of half
+/// the ring would make every later one of that size fail to reserve, and
+/// discards piling up behind a held record would fill the ring. Records of
+/// half the ring all come and are handed back at once; discards behind a
+/// held record are handed back before they pass 1/32 of the ring.
+#[test]
+fn a_napping_reader_holds_back_only_small_records_and_loses_none() {
+    for policy in [
+        WakePolicy::Interval(Duration::from_millis(5)),
+        WakePolicy::Adaptive {
+            max_latency: Duration::from_millis(5),
+        },
+    ] {
+        let ring = FakeRing::new(page_size()).unwrap();
+        let mut reader = ring.reader().unwrap();
+        reader.set_wake_policy(policy);
+        let big = page_size() / 2 - 8;
+        for i in 0..10u8 {
+            ring.output(&vec![i; big], Wakeup::Default)
+                .expect("room in the ring: nothing big is held back");
+            reader.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+            reader.wait().unwrap();
+            let mut got = Vec::new();
+            reader
+                .consume(|rec| {
+                    got.push(rec.to_vec());
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            assert_eq!(got, vec![vec![i; big]], "{policy:?}: record {i}");
+            assert_eq!(ring.consumer_position(), ring.producer_position());
+        }
+        // A small record is held back...
+        ring.output(&[1u8; 8], Wakeup::Default).unwrap();
+        assert_eq!(
+            reader
+                .consume(|_| ControlFlow::Continue(()))
+                .unwrap()
+                .records,
+            1
+        );
+        assert_eq!(ring.producer_position() - ring.consumer_position(), 16);
+        // ... and the discards after it only while they stay small.
+        let limit = page_size() / 32;
+        let mut handed_back = false;
+        for _ in 0..20 {
+            ring.reserve(8).unwrap().discard(Wakeup::NoWakeup);
+            let st = reader.consume(|_| panic!("only discards")).unwrap();
+            assert_eq!(st.records, 0);
+            let held = ring.producer_position() - ring.consumer_position();
+            assert!(held <= limit, "{policy:?}: {held} bytes held back");
+            handed_back |= held == 0;
+        }
+        assert!(
+            handed_back,
+            "{policy:?}: the discards were never handed back"
+        );
+    }
+}

@@ -123,7 +123,8 @@ pub(crate) struct Cursor {
     /// Napping policies: a drain that empties the ring publishes only up to
     /// the start of the last record it delivered, so the kernel sees the
     /// consumer behind and sends no default wakeup for the next record (see
-    /// `Reader`'s `WakePolicy`).
+    /// `Reader`'s `WakePolicy`). Only while what is held stays small (see
+    /// [`may_hold`](Self::may_hold)).
     hold_last: Cell<bool>,
     /// The position handed back as far as the reader is concerned; ahead of
     /// `published` by the one record held back. Published on drop.
@@ -246,6 +247,17 @@ impl Cursor {
     #[inline]
     pub(crate) fn is_holding(&self) -> bool {
         self.owed.get().is_some()
+    }
+
+    /// Whether the ring bytes `from..to` (a record held back, and the
+    /// discards after it) are few enough to hold: at most 1/32 of the ring.
+    /// The kernel counts them as unconsumed, so they take room from the
+    /// producer: a held record of half the ring would make every later one
+    /// of that size fail to reserve (and, never delivered, keep the ring
+    /// looking empty), and discards piling up behind a hold would fill it.
+    #[inline]
+    fn may_hold(&self, from: usize, to: usize) -> bool {
+        to.wrapping_sub(from) <= self.ring.size() / 32
     }
 
     /// Publishes the cursor only if a slice is lent (it would otherwise stay
@@ -702,7 +714,12 @@ impl Cursor {
         if BUDGET {
             records = max_records - records;
         }
-        if self.hold_last.get() && end == DrainEnd::Empty && records > 0 && !self.lent.get() {
+        if self.hold_last.get()
+            && end == DrainEnd::Empty
+            && records > 0
+            && !self.lent.get()
+            && self.may_hold(last, pos)
+        {
             // Hand back everything but the last record delivered (see
             // `hold_last`); the rest of it is owed, published later or on drop.
             if last != self.published.get() {
@@ -714,6 +731,7 @@ impl Cursor {
             && end == DrainEnd::Empty
             && !self.lent.get()
             && self.owed.get().is_some()
+            && self.may_hold(self.published.get(), pos)
         {
             // Nothing new was delivered (a look at an empty ring, or only
             // discards): the record held back stays held, and what was
