@@ -491,7 +491,6 @@ impl Reader {
     #[cold]
     #[inline(never)]
     fn refill(&self) -> Result<()> {
-        let mut yielded = false;
         loop {
             let cur = self.core.cursor();
             if cur.reload()? {
@@ -510,19 +509,17 @@ impl Reader {
                 // publishing would end the lent slices: hand it back at once.
                 return Err(Error::CommitRequired);
             }
-            if let WakePolicy::Kernel = self.policy {
-                // Caught up: don't sleep at once while records may still be
-                // arriving. One yield costs far less than the wakeup a sleep
-                // makes the producer pay, and in a busy stream it lets the
-                // producer run (measured on sampled-wakeup producers: it cut
-                // the sleeps about 40x; spinning instead is far worse, since
-                // a consumer always caught up makes every commit wake it).
-                if !yielded {
-                    yielded = true;
-                    std::thread::yield_now();
-                    continue;
-                }
-            }
+            // Caught up, the Kernel policy sleeps at once. It used to yield
+            // the CPU once first and look again, against sleeps a reader
+            // made while records were still arriving (seen on producers that
+            // sample their wakeups, before `consume` published within long
+            // drains). Measured again once it did, side by side on the same
+            // tree, the yield cost more than it saved: records/s of `consume`
+            // and `read_into` on a steady stream 15-25 % lower, the sampled
+            // producer at 500 records per call 12 % slower, and no fewer
+            // sleeps per record (BENCHMARKS.md, "Wake policies"). Spinning
+            // is worse still: a consumer always caught up makes every
+            // commit queue a wakeup.
             // Publish (past skipped discards, or the same value again: either
             // way it must be ordered before the re-check), fence, re-check:
             // see `ring` for why. A napping reader that holds its last record
@@ -755,9 +752,7 @@ fn bump(c: &Cell<u64>) {
 pub enum WakePolicy {
     /// Sleep until the kernel wakes the reader: it does when it commits a
     /// record at the position the reader published (the reader had caught
-    /// up), or when the producer forces it. Before sleeping, the reader
-    /// yields once and looks again, so a stream still arriving is read
-    /// without a sleep.
+    /// up), or when the producer forces it.
     #[default]
     Kernel,
     /// Nap for this long on an empty ring, then look again; a forced wakeup

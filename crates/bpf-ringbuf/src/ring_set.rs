@@ -706,7 +706,6 @@ where
     where
         R: FnMut(&mut Self) -> Result<RoundStats>,
     {
-        let mut yielded = false;
         self.check_closed()?;
         self.hold_round = napping(self.policy);
         if !self.hold_round {
@@ -714,12 +713,12 @@ where
             // sleep on the kernel's wakeups needs them handed back.
             self.release_held()?;
         }
-        let res = self.run_loop(&mut yielded, &mut round);
+        let res = self.run_loop(&mut round);
         self.hold_round = false;
         res
     }
 
-    fn run_loop<R>(&mut self, yielded: &mut bool, round: &mut R) -> Result<RoundStats>
+    fn run_loop<R>(&mut self, round: &mut R) -> Result<RoundStats>
     where
         R: FnMut(&mut Self) -> Result<RoundStats>,
     {
@@ -761,13 +760,9 @@ where
             self.busy_step = 0;
             match self.policy {
                 WakePolicy::Kernel => {
-                    if !*yielded {
-                        // As a Reader: one yield before sleeping lets a
-                        // stream still arriving be read without a wakeup.
-                        *yielded = true;
-                        std::thread::yield_now();
-                        continue;
-                    }
+                    // As a Reader: caught up, sleep at once (see
+                    // `Reader::refill` for the yield that was measured and
+                    // removed).
                     self.totals.sleeps += 1;
                     let woke = self.sleep(self.deadline, None)?;
                     if woke.ring {
