@@ -499,7 +499,7 @@ impl Reader {
             // Hand skipped discards back before returning an error, unless a
             // slice is lent (then `commit` will) or a napping reader holds
             // its last record back (see `WakePolicy::Interval`).
-            let holding = cur.is_holding();
+            let holding = cur.hold_fits();
             if !holding {
                 cur.publish_unlent();
             }

@@ -52,8 +52,9 @@ const EVENTS: usize = 64;
 ///   wakes the set. With [`WakePolicy::Kernel`] and no deadline, a poll never
 ///   scans the idle rings. Under `Interval` and `Adaptive` a ring drained
 ///   empty leaves it holding its last record back instead (see
-///   [`set_wake_policy`](Self::set_wake_policy)), and `poll` looks at every
-///   ring once per nap.
+///   [`set_wake_policy`](Self::set_wake_policy)), and every round of
+///   `poll` looks at the rings holding one (a load of each one's producer
+///   position).
 /// * **Same waiting as a [`Reader`](crate::Reader).** Deadlines
 ///   ([`set_deadline`](Self::set_deadline)), [`ReaderHandle::flush`] and
 ///   [`ReaderHandle::close`] from another thread, and the [`WakePolicy`]
@@ -149,7 +150,7 @@ pub struct RingSet<K> {
     /// The rings that may have records, in round-robin order: woken by the
     /// kernel, found non-empty, or swept in. A ring not here was published,
     /// fenced and found empty, so the kernel wakes it; or (napping) it holds
-    /// a record back and is in `held`, looked at once per nap.
+    /// a record back and is in `held`, looked at every round.
     queue: VecDeque<usize>,
     epoll: Epoll,
     events: Vec<libc::epoll_event>,
@@ -183,10 +184,6 @@ pub struct RingSet<K> {
     /// (`Slot::listed`; an entry may be stale after a remove:
     /// [`release_held`](RingSet::release_held) checks).
     held: Vec<usize>,
-    /// When every ring was last put in the round (`sweep`): under a napping
-    /// policy, `poll` does so at least once per nap even when it does not
-    /// sleep (see `run_loop`).
-    swept_at: Option<Instant>,
 }
 
 /// One ring of a set.
@@ -312,7 +309,6 @@ where
             failed: None,
             hold_round: false,
             held: Vec::new(),
-            swept_at: None,
         })
     }
 
@@ -502,11 +498,13 @@ where
     /// ring is next read, removed, or the set is dropped), as a napping
     /// [`Reader`](crate::Reader) does: the kernel then sees the consumer
     /// behind and sends no default wakeups for a trickle of records, so the
-    /// producer pays none. `poll` finds them by looking at every ring once
-    /// per nap: at the nap's end, or, while it keeps delivering without
-    /// napping (another ring floods), at its first round after a nap's
-    /// length. Only records of up to 1/32 of the ring are held (a held
-    /// record takes room from the producer).
+    /// producer pays none. Every round of `poll` looks at the rings holding
+    /// a record (one load of each one's producer position, cached while its
+    /// producer is idle), so a held ring's next record is read in the next
+    /// round, as a woken ring's is, also while another ring floods. Only
+    /// records of up to 1/32 of the ring are held (a held record takes room
+    /// from the producer). [`poll_ordered`](Self::poll_ordered) commits
+    /// every ring it reads, so it holds nothing back.
     /// [`try_consume`](Self::try_consume) and
     /// [`prepare_wait`](Self::prepare_wait) hand every held record back
     /// first, so an external event loop's sleep is woken as usual.
@@ -582,7 +580,9 @@ where
     ///
     /// `f` returning [`ControlFlow::Break`] ends the round after that record,
     /// which counts as consumed. Call `poll` in a loop: a ring with more
-    /// records than its budget continues in the next round.
+    /// records than its budget continues in the next round. If `f` panics,
+    /// its ring stays in the round, and the records of that ring after its
+    /// last publish come again, as with [`Consumer::consume`].
     ///
     /// Errors, as a [`Reader`](crate::Reader)'s blocking reads: [`Error::Closed`]
     /// at once after close, even with records left; [`Error::Flushed`] once
@@ -724,12 +724,11 @@ where
     {
         loop {
             self.check_closed()?;
-            if self.hold_round && self.look_due() {
-                // Held rings get no default wakeups, and neither do records
-                // committed with BPF_RB_NO_WAKEUP: a nap's end looks at them,
-                // but a poll that keeps delivering (another ring floods)
-                // never naps. So look at every ring once per nap anyway.
-                self.sweep();
+            if self.hold_round {
+                // Held rings get no default wakeups: a nap's end looks at
+                // them, but a poll that keeps delivering (another ring
+                // floods) never naps. So every round looks at them first.
+                self.requeue_held();
             }
             self.harvest()?;
             let st = round(self)?;
@@ -816,9 +815,6 @@ where
     /// Puts every ring in the round (so none is left holding out of it).
     fn sweep(&mut self) {
         self.held.clear();
-        if self.hold_round {
-            self.swept_at = Some(Instant::now());
-        }
         for (idx, slot) in self.slots.iter_mut().enumerate() {
             if let Some(s) = slot {
                 s.listed = false;
@@ -830,17 +826,31 @@ where
         }
     }
 
-    /// Under a napping policy: a nap's length has passed since every ring
-    /// was last put in the round (and some ring may be out of it).
-    fn look_due(&self) -> bool {
-        let nap = match self.policy {
-            WakePolicy::Interval(d) => d,
-            WakePolicy::Adaptive { .. } => self.nap,
-            _ => return false,
-        };
-        match self.swept_at {
-            None => true,
-            Some(at) => at.checked_add(nap).is_some_and(|due| Instant::now() >= due),
+    /// Puts the held rings with new records (or a reserved head) back in
+    /// the round: one load of each one's producer position, which stays in
+    /// this CPU's cache while its producer is idle. Entries of rings no
+    /// longer holding (or gone) are dropped.
+    fn requeue_held(&mut self) {
+        let mut i = 0;
+        while i < self.held.len() {
+            let idx = self.held[i];
+            let Some(Some(slot)) = self.slots.get_mut(idx) else {
+                self.held.swap_remove(i);
+                continue;
+            };
+            if slot.queued || !slot.consumer.cursor().is_holding() {
+                slot.listed = false;
+                self.held.swap_remove(i);
+                continue;
+            }
+            if reader::unread(&slot.consumer) != 0 {
+                slot.listed = false;
+                slot.queued = true;
+                self.queue.push_back(idx);
+                self.held.swap_remove(i);
+                continue;
+            }
+            i += 1;
         }
     }
 
@@ -1039,7 +1049,9 @@ where
         for _ in 0..self.queue.len() {
             // Close is checked per ring: it stops a round at once.
             self.check_closed()?;
-            let Some(idx) = self.queue.pop_front() else {
+            // Taken off the round only once its drain returned: a callback
+            // that panics leaves the ring at the front, still in the round.
+            let Some(&idx) = self.queue.front() else {
                 break;
             };
             let budget = self.budget;
@@ -1047,7 +1059,9 @@ where
                 .as_mut()
                 .expect("a ring in the round is live");
             let key = &slot.key;
-            let c = match slot.consumer.consume_with_budget(budget, |rec| f(key, rec)) {
+            let c = slot.consumer.consume_with_budget(budget, |rec| f(key, rec));
+            self.queue.pop_front();
+            let c = match c {
                 Ok(c) => c,
                 Err(e) => {
                     // Corrupt: the ring stays, and reports it again.

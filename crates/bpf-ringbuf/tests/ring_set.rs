@@ -813,59 +813,139 @@ fn a_napping_set_holds_records_back_and_the_producers_pay_no_wakeups() {
 }
 
 /// Under a napping policy a ring holding its last record back gets no
-/// default wakeups, so the set must look at it on its own: once per nap,
-/// also while another ring floods and every round delivers (then `poll`
-/// never naps). Before that rule, the trickling ring's next record waited
-/// as long as the flood lasted.
+/// default wakeups, so the set must look at it on its own: every round
+/// does (a load of its producer position), so a flooding ring delays it by
+/// two budgets at most, as it would a woken ring, and whatever the nap
+/// (`Duration::MAX`: until the deadline). Before, a poll that kept
+/// delivering never looked at it: B's record waited as long as the flood.
 #[test]
 fn a_flooding_ring_does_not_starve_a_ring_holding_back() {
-    let a = FakeRing::new(4 * page()).unwrap();
-    let b = FakeRing::new(4 * page()).unwrap();
-    let mut set = RingSet::new().unwrap();
-    set.insert_consumer('a', a.consumer().unwrap()).unwrap();
-    set.insert_consumer('b', b.consumer().unwrap()).unwrap();
-    set.set_wake_policy(WakePolicy::Interval(Duration::from_millis(1)));
-    set.set_budget(Budget {
-        max_records: 4,
-        max_bytes: usize::MAX,
-    });
-    set.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
-    // B's first record, delivered: B now holds it back.
-    keyed(&b, 1, 8);
-    set.poll(|&k, rec| {
-        assert_eq!((k, key_of(rec)), ('b', 1));
-        ControlFlow::Continue(())
-    })
-    .unwrap();
-    assert_ne!(b.consumer_position(), b.producer_position(), "B holds back");
-    // A floods: it always has hundreds of records, so no round is empty.
-    let (mut sent, mut next) = (0u64, 0u64);
-    for _ in 0..500 {
-        keyed(&a, sent, 8);
-        sent += 1;
-    }
-    keyed(&b, 2, 8);
-    let mut b_got = false;
-    // A bound on A's records, so that a starving B fails the test rather
-    // than hanging it: one nap (1 ms) lets A deliver far fewer.
-    while !b_got && next < 2_000_000 {
-        for _ in 0..4 {
-            keyed(&a, sent, 8);
-            sent += 1;
-        }
+    for nap in [Duration::from_millis(1), Duration::MAX] {
+        let a = FakeRing::new(4 * page()).unwrap();
+        let b = FakeRing::new(4 * page()).unwrap();
+        let mut set = RingSet::new().unwrap();
+        set.insert_consumer('a', a.consumer().unwrap()).unwrap();
+        set.insert_consumer('b', b.consumer().unwrap()).unwrap();
+        set.set_wake_policy(WakePolicy::Interval(nap));
+        set.set_budget(Budget {
+            max_records: 4,
+            max_bytes: usize::MAX,
+        });
+        set.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+        // B's first record, delivered: B now holds it back.
+        keyed(&b, 1, 8);
         set.poll(|&k, rec| {
-            if k == 'a' {
-                assert_eq!(key_of(rec), next);
-                next += 1;
-            } else {
-                assert_eq!(key_of(rec), 2);
-                b_got = true;
-            }
+            assert_eq!((k, key_of(rec)), ('b', 1));
             ControlFlow::Continue(())
         })
         .unwrap();
+        assert_ne!(b.consumer_position(), b.producer_position(), "B holds back");
+        // A floods: it always has hundreds of records, so no round is empty.
+        let (mut sent, mut next) = (0u64, 0u64);
+        for _ in 0..500 {
+            keyed(&a, sent, 8);
+            sent += 1;
+        }
+        // A round or two of A, so that B is out of the round, holding.
+        for _ in 0..2 {
+            set.poll(|&k, rec| {
+                assert_eq!((k, key_of(rec)), ('a', next));
+                next += 1;
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        }
+        keyed(&b, 2, 8);
+        let before = next;
+        let mut b_got = false;
+        // A bound on the polls, so that a starving B fails the test rather
+        // than hanging it.
+        for _ in 0..100_000 {
+            if b_got {
+                break;
+            }
+            for _ in 0..4 {
+                keyed(&a, sent, 8);
+                sent += 1;
+            }
+            set.poll(|&k, rec| {
+                if k == 'a' {
+                    assert_eq!(key_of(rec), next);
+                    next += 1;
+                } else {
+                    assert_eq!(key_of(rec), 2);
+                    b_got = true;
+                }
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        }
+        assert!(
+            b_got,
+            "{nap:?}: B's record never came ({} of A's did)",
+            next - before
+        );
+        assert!(
+            next - before <= 8,
+            "{nap:?}: {} of A's records came before B's (two budgets: 8)",
+            next - before
+        );
     }
-    assert!(b_got, "B's record never came: {next} of A's came first");
+}
+
+/// A publish within a long drain (the cadence) can pass the last record
+/// delivered when only discards follow it; holding that record back must
+/// not then publish its start: the consumer position never moves back
+/// (the producer may already have reused those bytes).
+#[test]
+fn holding_back_never_moves_the_consumer_position_backwards() {
+    let ring = FakeRing::new(page()).unwrap();
+    let mut c = ring.consumer().unwrap();
+    c.set_publish_every(64);
+    let mut set = RingSet::new().unwrap();
+    set.insert_consumer(0u8, c).unwrap();
+    set.set_wake_policy(WakePolicy::Interval(Duration::from_secs(3600)));
+    set.set_deadline(Some(Instant::now() + Duration::from_secs(60)));
+    // 4 records of 16 ring bytes (0..64), then one discard (64..80).
+    for k in 0..4 {
+        keyed(&ring, k, 8);
+    }
+    ring.reserve(8).unwrap().discard(Wakeup::Default);
+    let st = set.poll(|_, _| ControlFlow::Continue(())).unwrap();
+    assert_eq!(st.records, 4);
+    // The cadence published 64 (past the 4th record); what is held is the
+    // discard after it. One store, none going back to 48.
+    assert_eq!(ring.consumer_position(), 64);
+    assert_eq!(set.stats(&0).unwrap().commits, 1);
+    assert_eq!(set.prepare_wait().unwrap(), Readiness::Empty);
+    assert_eq!(ring.consumer_position(), 80);
+}
+
+/// A callback that panics (the caller catching it) leaves its ring in the
+/// round: the ring's records keep coming, the unpublished ones again.
+/// Before, the ring was off the round but marked in it, and no wakeup or
+/// sweep put it back: its records never came again.
+#[test]
+fn a_ring_whose_callback_panicked_is_read_again() {
+    let ring = FakeRing::new(4 * page()).unwrap();
+    let mut set = RingSet::new().unwrap();
+    set.insert_consumer(0u8, ring.consumer().unwrap()).unwrap();
+    keyed(&ring, 1, 8);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        set.poll(|_, _| panic!("the callback panics"))
+    }));
+    assert!(r.is_err());
+    keyed(&ring, 2, 8);
+    set.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+    let mut got = Vec::new();
+    set.poll(|_, rec| {
+        got.push(key_of(rec));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    // As for `Consumer::consume`: the records after the last publish,
+    // the one the callback panicked on included, come again.
+    assert_eq!(got, vec![1, 2]);
 }
 
 /// A napping set holds back only small records (at most 1/32 of the ring):

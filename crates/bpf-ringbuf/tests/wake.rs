@@ -421,3 +421,41 @@ fn a_napping_reader_holds_back_only_small_records_and_loses_none() {
         );
     }
 }
+
+/// Discards skipped after a hold by a read that does not drain
+/// (`read_zero_copy`) are handed back before they pass 1/32 of the ring,
+/// as a drain's are. Before, they piled up behind the held record until
+/// the producer could not reserve, and the reader waited for a record
+/// that could never be written.
+#[test]
+fn discards_skipped_by_read_zero_copy_after_a_hold_are_handed_back() {
+    let ring = FakeRing::new(page_size()).unwrap();
+    let mut reader = ring.reader().unwrap();
+    reader.set_wake_policy(WakePolicy::Interval(Duration::from_millis(1)));
+    ring.output(&1u64.to_le_bytes(), Wakeup::Default).unwrap();
+    assert_eq!(
+        reader
+            .consume(|_| ControlFlow::Continue(()))
+            .unwrap()
+            .records,
+        1
+    );
+    assert_eq!(ring.consumer_position(), 0, "the record is held back");
+    for _ in 0..5 {
+        // Half a ring of discards each time: the reader skips them all.
+        for _ in 0..page_size() / 2 / 16 {
+            ring.reserve(8)
+                .expect("room in the ring: the skipped discards were handed back")
+                .discard(Wakeup::Default);
+        }
+        reader.set_deadline(Some(Instant::now() + Duration::from_millis(5)));
+        assert!(matches!(
+            reader.read_zero_copy(),
+            Err(Error::DeadlineExceeded)
+        ));
+        assert!(ring.producer_position() - ring.consumer_position() <= page_size() / 32);
+    }
+    ring.output(&7u64.to_le_bytes(), Wakeup::Default).unwrap();
+    reader.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+    assert_eq!(reader.read_zero_copy().unwrap(), 7u64.to_le_bytes());
+}

@@ -249,6 +249,15 @@ impl Cursor {
         self.owed.get().is_some()
     }
 
+    /// Whether a record is held back and what is held still fits
+    /// ([`may_hold`](Self::may_hold)): discards skipped after a hold (by a
+    /// read that does not drain, such as `read_zero_copy`) count too, and
+    /// once they are too many the caller publishes, ending the hold.
+    #[inline]
+    pub(crate) fn hold_fits(&self) -> bool {
+        self.owed.get().is_some() && self.may_hold(self.published.get(), self.pos.get())
+    }
+
     /// Whether the ring bytes `from..to` (a record held back, and the
     /// discards after it) are few enough to hold: at most 1/32 of the ring.
     /// The kernel counts them as unconsumed, so they take room from the
@@ -714,32 +723,38 @@ impl Cursor {
         if BUDGET {
             records = max_records - records;
         }
-        if self.hold_last.get()
-            && end == DrainEnd::Empty
-            && records > 0
-            && !self.lent.get()
-            && self.may_hold(last, pos)
-        {
-            // Hand back everything but the last record delivered (see
-            // `hold_last`); the rest of it is owed, published later or on drop.
-            if last != self.published.get() {
-                self.mark_published(last);
-                self.ring.publish(last);
-            }
-            self.owed.set(Some(pos));
-        } else if self.hold_last.get()
-            && end == DrainEnd::Empty
-            && !self.lent.get()
-            && self.owed.get().is_some()
-            && self.may_hold(self.published.get(), pos)
-        {
-            // Nothing new was delivered (a look at an empty ring, or only
-            // discards): the record held back stays held, and what was
-            // skipped after it is owed with it. Publishing here would make
-            // the next commit wake the reader again.
-            self.owed.set(Some(pos));
+        // Under a napping policy, an emptying drain holds the last record it
+        // delivered back (see `hold_last`): it publishes only up to that
+        // record's start, the rest is owed (published later, or on drop).
+        // A drain that delivered nothing keeps a hold already there, with
+        // any discards it skipped (publishing would make the next commit
+        // wake the reader). Never behind what is published already: a
+        // publish within this drain (`look`) may have passed the last
+        // record, and positions only grow; then what is held is what lies
+        // past that publish (discards).
+        let published = self.published.get();
+        let hold_from = if records > 0 && pos.wrapping_sub(last) <= pos.wrapping_sub(published) {
+            Some(last)
+        } else if records > 0 || self.owed.get().is_some() {
+            Some(published)
         } else {
-            self.publish();
+            None
+        };
+        match hold_from {
+            Some(from)
+                if self.hold_last.get()
+                    && end == DrainEnd::Empty
+                    && !self.lent.get()
+                    && from != pos
+                    && self.may_hold(from, pos) =>
+            {
+                if from != published {
+                    self.mark_published(from);
+                    self.ring.publish(from);
+                }
+                self.owed.set(Some(pos));
+            }
+            _ => self.publish(),
         }
         bump(&self.counters.records, records as u64);
         (records, bytes, end)
