@@ -857,29 +857,7 @@ fn a_flooding_ring_does_not_starve_a_ring_holding_back() {
         }
         keyed(&b, 2, 8);
         let before = next;
-        let mut b_got = false;
-        // A bound on the polls, so that a starving B fails the test rather
-        // than hanging it.
-        for _ in 0..100_000 {
-            if b_got {
-                break;
-            }
-            for _ in 0..4 {
-                keyed(&a, sent, 8);
-                sent += 1;
-            }
-            set.poll(|&k, rec| {
-                if k == 'a' {
-                    assert_eq!(key_of(rec), next);
-                    next += 1;
-                } else {
-                    assert_eq!(key_of(rec), 2);
-                    b_got = true;
-                }
-                ControlFlow::Continue(())
-            })
-            .unwrap();
-        }
+        let b_got = flood_until(&mut set, &a, (&mut sent, &mut next), 2);
         assert!(
             b_got,
             "{nap:?}: B's record never came ({} of A's did)",
@@ -891,6 +869,42 @@ fn a_flooding_ring_does_not_starve_a_ring_holding_back() {
             next - before
         );
     }
+}
+
+/// Polls while ring `'a'` floods (4 more records before each poll; `sent`
+/// and `next` count A's records written and read, checked in order) until
+/// the other ring's record keyed `want` comes; false if it never does
+/// within a bound on the polls (so that starvation fails a test rather
+/// than hanging it: each poll takes microseconds, the record needs one
+/// look, at most a millisecond away).
+fn flood_until(
+    set: &mut RingSet<char>,
+    a: &FakeRing,
+    (sent, next): (&mut u64, &mut u64),
+    want: u64,
+) -> bool {
+    let mut got = false;
+    for _ in 0..1_000_000 {
+        if got {
+            break;
+        }
+        for _ in 0..4 {
+            keyed(a, *sent, 8);
+            *sent += 1;
+        }
+        set.poll(|&k, rec| {
+            if k == 'a' {
+                assert_eq!(key_of(rec), *next);
+                *next += 1;
+            } else {
+                assert_eq!(key_of(rec), want);
+                got = true;
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    }
+    got
 }
 
 /// A publish within a long drain (the cadence) can pass the last record
@@ -1003,29 +1017,7 @@ fn a_flooding_ring_does_not_starve_records_committed_without_a_wakeup() {
     })
     .unwrap();
     c.output(&7u64.to_le_bytes(), Wakeup::NoWakeup).unwrap();
-    let mut c_got = false;
-    // A bound on the polls, so that a starving C fails the test rather
-    // than hanging it (each poll takes microseconds; C needs one look).
-    for _ in 0..1_000_000 {
-        if c_got {
-            break;
-        }
-        for _ in 0..4 {
-            keyed(&a, sent, 8);
-            sent += 1;
-        }
-        set.poll(|&k, rec| {
-            if k == 'a' {
-                assert_eq!(key_of(rec), next);
-                next += 1;
-            } else {
-                assert_eq!(key_of(rec), 7);
-                c_got = true;
-            }
-            ControlFlow::Continue(())
-        })
-        .unwrap();
-    }
+    let c_got = flood_until(&mut set, &a, (&mut sent, &mut next), 7);
     assert!(
         c_got,
         "C's record never came while A flooded ({next} of A's did)"
