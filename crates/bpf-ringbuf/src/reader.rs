@@ -592,7 +592,9 @@ impl Reader {
     /// past its exit). Spin briefly,
     /// then yield, then sleep on epoll with the position published, so the
     /// kernel's commit wakes us at once; the sleep is bounded (growing to
-    /// 1 ms) because a `BPF_RB_NO_WAKEUP` commit wakes nobody.
+    /// 1 ms) because a `BPF_RB_NO_WAKEUP` commit wakes nobody. A napping
+    /// reader holding a record back does not publish: the commit then
+    /// wakes nobody, and the bounded sleep finds it.
     #[cold]
     #[inline(never)]
     fn stalled(&self) -> Result<()> {
@@ -601,7 +603,16 @@ impl Reader {
         loop {
             wait::check_stop(&self.shared, self.deadline)?;
             if let Some(nap) = wait::busy_backoff(&mut step) {
-                if !self.core.cursor().publish_unlent_and_check_busy() {
+                let cur = self.core.cursor();
+                let busy = if cur.hold_fits() {
+                    // A napping reader holding a record back stays behind:
+                    // the commit then wakes nobody (the producer pays no
+                    // wakeup), and this sleep is bounded anyway.
+                    matches!(cur.head(), Some(Peek::Busy))
+                } else {
+                    cur.publish_unlent_and_check_busy()
+                };
+                if !busy {
                     return Ok(());
                 }
                 let until = earliest(Instant::now().checked_add(nap), self.deadline);

@@ -1023,3 +1023,42 @@ fn a_flooding_ring_does_not_starve_records_committed_without_a_wakeup() {
         "C's record never came while A flooded ({next} of A's did)"
     );
 }
+
+/// A napping set that finds a ring's head record reserved, not committed,
+/// keeps the record it holds back: its commit then finds the consumer
+/// behind and wakes nobody (the bounded busy backoff finds it). Before,
+/// the drain that stopped at it published everything, and the commit paid
+/// a wakeup.
+#[test]
+fn a_napping_set_stays_behind_a_reserved_record() {
+    let ring = FakeRing::new(page()).unwrap();
+    let mut set = RingSet::new().unwrap();
+    set.insert_consumer(0u8, ring.consumer().unwrap()).unwrap();
+    set.set_wake_policy(WakePolicy::Interval(Duration::from_millis(5)));
+    set.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+    keyed(&ring, 0, 8);
+    set.poll(|_, rec| {
+        assert_eq!(key_of(rec), 0);
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let woken = ring.wakeups();
+    let got = common::with_a_record_committed_later(&ring, 1, || {
+        let mut got = Vec::new();
+        while got.is_empty() {
+            set.poll(|_, rec| {
+                got.push(key_of(rec));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        }
+        got
+    });
+    assert_eq!(got, vec![1]);
+    assert_eq!(
+        ring.wakeups(),
+        woken,
+        "the commit of the reserved record woke the set"
+    );
+    assert_eq!(set.stats(&0).unwrap().busy_stalls, 1);
+}

@@ -15,6 +15,14 @@ use std::time::{Duration, Instant};
 use bpf_ringbuf::testing::{check_payload, FakeRing, KernelProducer, ProducerConfig, Wakeup};
 use bpf_ringbuf::{page_size, Consumer, Error, Reader, RingBuf, WakePolicy};
 
+/// The two napping policies, with 5 ms naps.
+const NAPPING: [WakePolicy; 2] = [
+    WakePolicy::Interval(Duration::from_millis(5)),
+    WakePolicy::Adaptive {
+        max_latency: Duration::from_millis(5),
+    },
+];
+
 const POLICIES: [WakePolicy; 3] = [
     WakePolicy::Kernel,
     WakePolicy::Interval(Duration::from_millis(1)),
@@ -304,13 +312,7 @@ fn a_nap_bounds_the_latency_of_records_that_wake_nobody() {
 /// wait do: `set_deadline` keeps the record held.
 #[test]
 fn a_napping_reader_stays_behind_and_the_producer_pays_no_wakeups() {
-    let policies = [
-        WakePolicy::Interval(Duration::from_millis(5)),
-        WakePolicy::Adaptive {
-            max_latency: Duration::from_millis(5),
-        },
-    ];
-    for (policy, deadline_per_wait) in policies.into_iter().flat_map(|p| [(p, false), (p, true)]) {
+    for (policy, deadline_per_wait) in NAPPING.into_iter().flat_map(|p| [(p, false), (p, true)]) {
         let ring = std::sync::Arc::new(FakeRing::new(page_size()).unwrap());
         let mut reader = ring.reader().unwrap();
         reader.set_wake_policy(policy);
@@ -369,12 +371,7 @@ fn a_napping_reader_stays_behind_and_the_producer_pays_no_wakeups() {
 /// held record are handed back before they pass 1/32 of the ring.
 #[test]
 fn a_napping_reader_holds_back_only_small_records_and_loses_none() {
-    for policy in [
-        WakePolicy::Interval(Duration::from_millis(5)),
-        WakePolicy::Adaptive {
-            max_latency: Duration::from_millis(5),
-        },
-    ] {
+    for policy in NAPPING {
         let ring = FakeRing::new(page_size()).unwrap();
         let mut reader = ring.reader().unwrap();
         reader.set_wake_policy(policy);
@@ -458,4 +455,46 @@ fn discards_skipped_by_read_zero_copy_after_a_hold_are_handed_back() {
     ring.output(&7u64.to_le_bytes(), Wakeup::Default).unwrap();
     reader.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
     assert_eq!(reader.read_zero_copy().unwrap(), 7u64.to_le_bytes());
+}
+
+/// A napping reader that finds the head record reserved, not committed,
+/// keeps the record it holds back while it waits for the commit, which
+/// then finds it behind and wakes nobody. Before, its wait published
+/// everything and the commit paid a wakeup.
+#[test]
+fn a_napping_reader_stays_behind_a_reserved_record() {
+    for policy in NAPPING {
+        let ring = FakeRing::new(page_size()).unwrap();
+        let mut reader = ring.reader().unwrap();
+        reader.set_wake_policy(policy);
+        reader.set_deadline(Some(Instant::now() + Duration::from_secs(30)));
+        ring.output(&0u64.to_le_bytes(), Wakeup::Default).unwrap();
+        reader.wait().unwrap();
+        assert_eq!(
+            reader
+                .consume(|_| ControlFlow::Continue(()))
+                .unwrap()
+                .records,
+            1
+        );
+        let woken = ring.wakeups();
+        let got = common::with_a_record_committed_later(&ring, 1, || {
+            reader.wait().unwrap();
+            let mut got = Vec::new();
+            reader
+                .consume(|rec| {
+                    got.push(u64::from_le_bytes(rec.try_into().unwrap()));
+                    ControlFlow::Continue(())
+                })
+                .unwrap();
+            got
+        });
+        assert_eq!(got, vec![1], "{policy:?}");
+        assert_eq!(
+            ring.wakeups(),
+            woken,
+            "{policy:?}: the commit of the reserved record woke the reader"
+        );
+        assert_eq!(reader.stats().busy_stalls, 1, "{policy:?}");
+    }
 }

@@ -728,6 +728,9 @@ impl Cursor {
         // Under a napping policy, an emptying drain holds the last record it
         // delivered back (see `hold_last`): it publishes only up to that
         // record's start, the rest is owed (published later, or on drop).
+        // So does one that stopped at a reserved, uncommitted record: else
+        // its commit would find the consumer caught up and wake it (the
+        // reader's wait for it is bounded anyway).
         // A drain that delivered nothing keeps a hold already there, with
         // any discards it skipped (publishing would make the next commit
         // wake the reader). Never behind what is published already: a
@@ -745,7 +748,7 @@ impl Cursor {
         match hold_from {
             Some(from)
                 if self.hold_last.get()
-                    && end == DrainEnd::Empty
+                    && matches!(end, DrainEnd::Empty | DrainEnd::Busy)
                     && !self.lent.get()
                     && from != pos
                     && self.may_hold(from, pos) =>
