@@ -75,12 +75,13 @@ const EVENTS: usize = 64;
 /// ring that leaves the round has been published, fenced and re-checked, and
 /// the set sleeps only when no ring is left in the round (or only rings
 /// whose head record is reserved and not yet committed: then the sleep is
-/// bounded, as a `Reader`'s is). Under a napping policy a ring may leave
-/// the round holding a record back instead, unpublished on purpose: then
-/// the set sleeps one nap at most, and the nap's end looks at every ring. A record committed on any ring after its
+/// bounded, as a `Reader`'s is). A record committed on any ring after its
 /// re-check finds the published position and wakes the epoll instance:
 /// edge-triggered, that wakeup is queued even if it comes before the set
 /// sleeps. `tests/loom.rs` models this for several rings sharing one sleep.
+/// Under a napping policy a ring may leave the round holding a record back
+/// instead, unpublished on purpose: then the set sleeps one nap at most,
+/// and the nap's end looks at every ring.
 ///
 /// # Driving a set from another event loop
 ///
@@ -1015,8 +1016,8 @@ where
         if self.hold_round && slot.consumer.cursor().is_holding() {
             // Drained empty by a napping `poll`, its last record held back:
             // look without publishing (no fence either: the kernel would
-            // not wake us for this ring anyway; the nap's sweep bounds the
-            // wait, as for a napping Reader).
+            // not wake us for this ring anyway). Every later round looks
+            // at it (`requeue_held`), and so does the nap's end.
             let cur = slot.consumer.cursor();
             match cur.reload() {
                 Err(c) => {
