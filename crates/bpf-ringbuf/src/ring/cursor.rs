@@ -260,39 +260,6 @@ impl Cursor {
         self.owed.get().is_some() && self.may_hold(self.published.get(), self.pos.get())
     }
 
-    /// The end of a drain under a napping policy that emptied the ring, or
-    /// stopped at a reserved, uncommitted record (else its commit would
-    /// find the consumer caught up and wake it; the reader's wait for it is
-    /// bounded anyway), with no slice lent: holds the last record delivered
-    /// back (see `hold_last`), publishing only up to its start; the rest is
-    /// owed (published later, or on drop). A drain that delivered nothing
-    /// keeps a hold already there, with any discards it skipped
-    /// (publishing would make the next commit wake the reader). Never
-    /// behind what is published already: a publish within the drain
-    /// (`look`) may have passed the last record, and positions only grow;
-    /// then what is held is what lies past that publish (discards).
-    /// Returns false, holding nothing, when there is nothing to hold or it
-    /// would not fit ([`may_hold`](Self::may_hold)): the caller publishes.
-    fn hold_back(&self, records: usize, last: usize, pos: usize) -> bool {
-        let published = self.published.get();
-        let from = if records > 0 && pos.wrapping_sub(last) <= pos.wrapping_sub(published) {
-            last
-        } else if records > 0 || self.owed.get().is_some() {
-            published
-        } else {
-            return false;
-        };
-        if from == pos || !self.may_hold(from, pos) {
-            return false;
-        }
-        if from != published {
-            self.mark_published(from);
-            self.ring.publish(from);
-        }
-        self.owed.set(Some(pos));
-        true
-    }
-
     /// Whether the ring bytes `from..to` (a record held back, and the
     /// discards after it) are few enough to hold: at most 1/32 of the ring.
     /// The kernel counts them as unconsumed, so they take room from the
@@ -758,13 +725,41 @@ impl Cursor {
         if BUDGET {
             records = max_records - records;
         }
-        // Under a napping policy, a drain that emptied the ring (or stopped
-        // at a reserved record) may hold its last record back.
-        let may = self.hold_last.get()
-            && matches!(end, DrainEnd::Empty | DrainEnd::Busy)
-            && !self.lent.get();
-        if !(may && self.hold_back(records, last, pos)) {
-            self.publish();
+        // Under a napping policy, an emptying drain holds the last record it
+        // delivered back (see `hold_last`): it publishes only up to that
+        // record's start, the rest is owed (published later, or on drop).
+        // So does one that stopped at a reserved, uncommitted record: else
+        // its commit would find the consumer caught up and wake it (the
+        // reader's wait for it is bounded anyway).
+        // A drain that delivered nothing keeps a hold already there, with
+        // any discards it skipped (publishing would make the next commit
+        // wake the reader). Never behind what is published already: a
+        // publish within this drain (`look`) may have passed the last
+        // record, and positions only grow; then what is held is what lies
+        // past that publish (discards).
+        let published = self.published.get();
+        let hold_from = if records > 0 && pos.wrapping_sub(last) <= pos.wrapping_sub(published) {
+            Some(last)
+        } else if records > 0 || self.owed.get().is_some() {
+            Some(published)
+        } else {
+            None
+        };
+        match hold_from {
+            Some(from)
+                if self.hold_last.get()
+                    && matches!(end, DrainEnd::Empty | DrainEnd::Busy)
+                    && !self.lent.get()
+                    && from != pos
+                    && self.may_hold(from, pos) =>
+            {
+                if from != published {
+                    self.mark_published(from);
+                    self.ring.publish(from);
+                }
+                self.owed.set(Some(pos));
+            }
+            _ => self.publish(),
         }
         bump(&self.counters.records, records as u64);
         (records, bytes, end)
